@@ -1,0 +1,40 @@
+# Two entry points: `make demo` (set up + run the embedded end-to-end demo) and `make test` (set up + every
+# check CI runs). Everything else here is a step of those two.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo lint format test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[trainer,dev]'
+	touch $(STAMP)
+
+# PostgreSQL backs the Supabase integration tests; apt installs it where it is missing.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: setup
+	$(VENV)/bin/training-agent demo
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+test: setup system-deps lint
+	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) .training-agent .pytest_cache .mypy_cache .ruff_cache

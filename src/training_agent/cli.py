@@ -1,0 +1,118 @@
+"""The `training-agent` command: `train` one project, or run the `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from uuid import UUID
+
+from training_agent import __version__
+from training_agent.core.errors import EXIT_USAGE, ConfigurationError, TrainingAgentError
+from training_agent.core.logs import configure_logging
+from training_agent.core.settings import Settings, get_settings
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="training-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one project (what a worker or Kubernetes Job runs)")
+    train.add_argument("--project-id", type=UUID, required=True, help="the project's uuid")
+    train.add_argument(
+        "--claimed", action="store_true",
+        help="the caller already moved the project to 'training' (the API does); otherwise the trainer "
+        "claims a 'pending_training' project itself",
+    )
+    train.add_argument("--json", action="store_true", help="print the run's result as one JSON object")
+
+    demo = commands.add_parser("demo", help="create a demo project and train it end to end")
+    demo.add_argument("--dataset", help="a dataset zip (local path or gs://) or a folder; default: generated shapes")
+    demo.add_argument("--model", default="resnet18", help="torchvision model name (default resnet18)")
+    demo.add_argument("--epochs", type=_positive_int, default=3)
+    demo.add_argument("--image-size", type=_positive_int, default=64)
+    demo.add_argument("--batch-size", type=_positive_int, default=16)
+    demo.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
+    pretrained = demo.add_mutually_exclusive_group()
+    pretrained.add_argument(
+        "--pretrained", dest="pretrained", action="store_true", default=None,
+        help="require pretrained weights (default: use them when cached, else train from scratch)",
+    )
+    pretrained.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
+    demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    return parser
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # Kubernetes and the local executor stop a worker with SIGTERM: unwind through the trainer's failure
+    # handling (project marked failed, temp files removed) instead of dying mid-write.
+    raise SystemExit(128 + signum)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training_agent.core.records import open_records
+    from training_agent.core.storage import ObjectStorage
+    from training_agent.trainer.pipeline import TrainingRun
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    records = open_records(settings)
+    run = TrainingRun(
+        args.project_id, settings=settings, records=records, storage=ObjectStorage(settings), claimed=args.claimed
+    )
+    result = run.execute()
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    elif not result.succeeded and result.error:
+        print(f"training-agent: {result.error['message']}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from training_agent.core.records import open_records
+    from training_agent.demo import DemoOptions, format_summary, run_demo
+
+    options = DemoOptions(
+        dataset=args.dataset,
+        model=args.model,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        pretrained=args.pretrained,
+    )
+    exit_code, summary = run_demo(options, settings, open_records(settings))
+    print(json.dumps(summary, default=str) if args.json else format_summary(summary))
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        handler = {"train": cmd_train, "demo": cmd_demo}[args.command]
+        return handler(args, settings)
+    except ConfigurationError as exc:
+        print(f"training-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingAgentError as exc:
+        print(f"training-agent: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,1 @@
+"""What the api, controller and trainer share: settings, records, storage, errors, logging."""

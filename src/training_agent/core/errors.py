@@ -1,0 +1,52 @@
+"""Errors that carry the pipeline step they happened in and the process exit code they map to.
+
+The exit codes are a contract with whoever runs the trainer (the local executor, a Kubernetes Job's pod
+failure policy): invalid input can never succeed on a retry, anything else might.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # unexpected error: a retry may succeed
+EXIT_USAGE = 2  # bad command line or configuration (argparse uses 2 as well)
+EXIT_INVALID_INPUT = 3  # the project, dataset or its metadata is wrong: retrying cannot help
+
+
+class TrainingAgentError(Exception):
+    """Base class for errors this project raises on purpose, with a message meant for people."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigurationError(TrainingAgentError):
+    """The service's own configuration (environment variables) is invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class StepError(TrainingAgentError):
+    """A pipeline step failed; `step` names it so the project's error says where."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class InvalidInputError(StepError):
+    """The project, its dataset or its training metadata cannot be trained on as they are."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class StorageError(StepError):
+    """An object could not be read from or written to storage."""
+
+
+class ObjectNotFoundError(StorageError, InvalidInputError):
+    """The object a URL names does not exist: the record points at nothing."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class RecordsError(StepError):
+    """The records store (Supabase or SQLite) refused or failed a request."""

@@ -1,0 +1,221 @@
+"""Embedded records: the four shared tables in one SQLite file, for running without Supabase.
+
+Each call opens its own connection, so the API, the controller and trainer child processes can share the
+file; WAL mode and a busy timeout let them write without tripping over each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+from training_agent.core.errors import RecordsError
+from training_agent.core.records.base import RecordsStore
+from training_agent.core.records.models import (
+    AgentLog,
+    Dataset,
+    ModelRecord,
+    NewModel,
+    Project,
+    utcnow,
+)
+
+# Same tables and columns as supabase/migrations/; uuid and jsonb are stored as text.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    name TEXT,
+    gcs_url TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS datasets_project_id_idx ON datasets(project_id, created_at);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    framework TEXT NOT NULL,
+    gcs_url TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS models_project_id_idx ON models(project_id, created_at);
+CREATE TABLE IF NOT EXISTS agent_logs (
+    id TEXT PRIMARY KEY,
+    project_id TEXT REFERENCES projects(id) ON DELETE CASCADE,
+    agent_name TEXT NOT NULL,
+    log_level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_logs_project_id_idx ON agent_logs(project_id, created_at);
+"""
+
+_JSON_COLUMNS = ("metadata",)
+
+
+def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    for column in _JSON_COLUMNS:
+        if column in data and isinstance(data[column], str):
+            data[column] = json.loads(data[column])
+    return data
+
+
+class SQLiteRecords(RecordsStore):
+    """RecordsStore on a local SQLite file (created with its tables on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RecordsError(f"Cannot open the SQLite records file {path}: {exc}") from exc
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise RecordsError(f"SQLite records error in {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    def _insert(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        stored = {k: json.dumps(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
+        columns = ", ".join(stored)
+        marks = ", ".join("?" for _ in stored)
+        with self._connect() as db:
+            db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(stored.values()))  # noqa: S608
+        return row
+
+    def get_project(self, project_id: UUID) -> Project | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM projects WHERE id = ?", (str(project_id),)).fetchone()
+        return Project.model_validate(_row_dict(row)) if row else None
+
+    def latest_dataset(self, project_id: UUID) -> Dataset | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM datasets WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (str(project_id),),
+            ).fetchone()
+        return Dataset.model_validate(_row_dict(row)) if row else None
+
+    def transition_project(
+        self,
+        project_id: UUID,
+        *,
+        from_status: str,
+        to_status: str,
+        metadata_patch: dict[str, Any] | None = None,
+    ) -> Project | None:
+        with self._connect() as db:
+            # BEGIN IMMEDIATE takes the write lock before reading, so the read-merge-write of metadata
+            # cannot interleave with another process's transition.
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT metadata FROM projects WHERE id = ? AND status = ?", (str(project_id), from_status)
+            ).fetchone()
+            if row is None:
+                db.execute("ROLLBACK")
+                return None
+            metadata = {**json.loads(row["metadata"]), **(metadata_patch or {})}
+            db.execute(
+                "UPDATE projects SET status = ?, metadata = ?, updated_at = ? WHERE id = ?",
+                (to_status, json.dumps(metadata), utcnow().isoformat(), str(project_id)),
+            )
+            db.execute("COMMIT")
+        return self.get_project(project_id)
+
+    def insert_model(self, model: NewModel) -> ModelRecord:
+        row = {
+            "id": str(uuid4()),
+            **model.model_dump(mode="json"),
+            "created_at": utcnow().isoformat(),
+        }
+        return ModelRecord.model_validate(self._insert("models", row))
+
+    def insert_log(
+        self,
+        project_id: UUID | None,
+        agent_name: str,
+        level: str,
+        message: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._insert(
+            "agent_logs",
+            {
+                "id": str(uuid4()),
+                "project_id": str(project_id) if project_id else None,
+                "agent_name": agent_name,
+                "log_level": level,
+                "message": message,
+                "metadata": metadata or {},
+                "created_at": utcnow().isoformat(),
+            },
+        )
+
+    def recent_logs(self, project_id: UUID, *, limit: int = 50) -> list[AgentLog]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM agent_logs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (str(project_id), limit),
+            ).fetchall()
+        return [AgentLog.model_validate(_row_dict(r)) for r in rows]
+
+    def list_models(self, project_id: UUID) -> list[ModelRecord]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM models WHERE project_id = ? ORDER BY created_at, rowid", (str(project_id),)
+            ).fetchall()
+        return [ModelRecord.model_validate(_row_dict(r)) for r in rows]
+
+    def create_project(self, name: str, *, status: str, metadata: dict[str, Any]) -> Project:
+        now = utcnow().isoformat()
+        row = {
+            "id": str(uuid4()),
+            "name": name,
+            "status": status,
+            "metadata": metadata,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return Project.model_validate(self._insert("projects", row))
+
+    def create_dataset(self, project_id: UUID, *, gcs_url: str, name: str | None = None) -> Dataset:
+        row = {
+            "id": str(uuid4()),
+            "project_id": str(project_id),
+            "name": name,
+            "gcs_url": gcs_url,
+            "metadata": {},
+            "created_at": utcnow().isoformat(),
+        }
+        return Dataset.model_validate(self._insert("datasets", row))
+
+    def ping(self) -> None:
+        with self._connect() as db:
+            db.execute("SELECT 1 FROM projects LIMIT 1")

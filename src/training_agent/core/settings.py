@@ -1,0 +1,165 @@
+"""Service settings from the environment (Requirement 10).
+
+The variables the other agents share keep their plain names (`SUPABASE_URL`, `GCP_BUCKET_NAME`, ...); the
+project's own carry the `TRAINING_AGENT_` prefix. Nothing here is built at import time: callers use
+`get_settings()`, which tests can clear or bypass by building `Settings(...)` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training_agent.core.errors import ConfigurationError
+
+ENV_PREFIX = "TRAINING_AGENT_"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# GCS bucket naming rules, simplified: 3-63 characters of lowercase letters, digits, '-', '_' and '.',
+# starting and ending with a letter or digit.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Shared with the other agents (Requirement 10): no prefix.
+    supabase_url: str | None = Field(default=None, validation_alias="SUPABASE_URL")
+    supabase_key: SecretStr | None = Field(default=None, validation_alias="SUPABASE_KEY")
+    gcp_bucket_name: str | None = Field(default=None, validation_alias="GCP_BUCKET_NAME")
+    google_application_credentials: Path | None = Field(
+        default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
+    )
+    log_level: LogLevel = Field(default="INFO", validation_alias="LOG_LEVEL")
+    mcp_api_key: SecretStr | None = Field(default=None, validation_alias="MCP_API_KEY")
+
+    # The project's own.
+    agent_name: str = "training_agent"
+    data_dir: Path = Path(".training-agent")
+    database_path: Path | None = None  # default: <data_dir>/records.db
+    local_bucket_dir: Path | None = None  # default: <data_dir>/bucket
+    work_dir: Path = Path(tempfile.gettempdir()) / "training-agent"
+    gcp_project: str | None = None
+    max_dataset_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_dataset_files: int = Field(default=1_000_000, gt=0)
+    max_bad_image_fraction: float = Field(default=0.05, ge=0, le=1)
+    upload_attempts: int = Field(default=3, ge=2)  # the first try plus at least one retry (Req 6.4)
+    num_workers: int = Field(default=2, ge=0)
+    device: Device = "auto"
+    log_every_steps: int = Field(default=10, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("supabase_url", "gcp_bucket_name", "gcp_project", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `FOO=` in an env file means "not set", not "the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _check_supabase_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://<project>.supabase.co")
+        return value.rstrip("/") if value else value
+
+    @field_validator("gcp_bucket_name")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("gs://"):
+            raise ValueError("must be the bare bucket name, without gs://")
+        if not _BUCKET_RE.match(value):
+            raise ValueError("is not a valid bucket name (3-63 of a-z, 0-9, '-', '_', '.')")
+        return value
+
+    @field_validator("google_application_credentials")
+    @classmethod
+    def _check_credentials_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"names {value}, which is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _supabase_both_or_neither(self) -> Settings:
+        if (self.supabase_url is None) != (self.supabase_key is None):
+            raise ValueError("SUPABASE_URL and SUPABASE_KEY must be set together (or neither, for SQLite)")
+        return self
+
+    @property
+    def uses_supabase(self) -> bool:
+        return self.supabase_url is not None
+
+    @property
+    def resolved_database_path(self) -> Path:
+        return self.database_path or self.data_dir / "records.db"
+
+    @property
+    def resolved_local_bucket_dir(self) -> Path:
+        return self.local_bucket_dir or self.data_dir / "bucket"
+
+    @property
+    def model_store_root(self) -> str:
+        """Where models are uploaded: the GCS bucket, or the local folder standing in for it."""
+        if self.gcp_bucket_name:
+            return f"gs://{self.gcp_bucket_name}"
+        return self.resolved_local_bucket_dir.resolve().as_uri()
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`, for error messages."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return ENV_PREFIX + field.upper()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per bad variable, naming the variable rather than the Python field."""
+    lines = []
+    for item in error.errors():
+        loc = item["loc"][0] if item["loc"] else ""
+        field = str(loc)
+        name = env_name(field) if field in Settings.model_fields else field
+        message = item["msg"].removeprefix("Value error, ")
+        if name:
+            lines.append(f"{name}: {message}")
+        else:
+            lines.append(message)
+    return "Invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value raises ConfigurationError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call `get_settings.cache_clear()` after changing env."""
+    return load_settings()
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (respects affinity masks set by container runtimes)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,80 @@
+"""Google Cloud Storage through google-cloud-storage.
+
+Credentials come from GOOGLE_APPLICATION_CREDENTIALS (Requirement 2.3/6.2) or, without it, Application
+Default Credentials (workload identity on GKE). With STORAGE_EMULATOR_HOST set the client talks to an
+emulator with anonymous credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from training_agent.core.errors import ObjectNotFoundError, StorageError
+from training_agent.core.storage.urls import GcsURL
+
+T = TypeVar("T")
+
+
+def make_client(credentials_file: Path | None, project: str | None) -> Any:
+    try:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            return storage.Client(project=project or "local", credentials=AnonymousCredentials())
+        if credentials_file is not None:
+            return storage.Client.from_service_account_json(str(credentials_file), project=project)
+        return storage.Client(project=project)
+    except auth_exc.DefaultCredentialsError as exc:
+        raise StorageError(
+            "No Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service account key "
+            f"file, or run where Application Default Credentials exist ({exc})"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise StorageError(f"Cannot load the GCS credentials from {credentials_file}: {exc}") from exc
+
+
+class GcsBackend:
+    """Blob operations on gs:// URLs, with errors that say which object and why."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _blob(self, url: GcsURL) -> Any:
+        return self.client.bucket(url.bucket).blob(url.blob)
+
+    def _call(self, url: GcsURL, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except gexc.NotFound as exc:
+            raise ObjectNotFoundError(f"{url} does not exist (no such object or bucket)") from exc
+        except gexc.Forbidden as exc:
+            raise StorageError(f"Permission denied to {what} {url}: {exc.message}") from exc
+        except gexc.GoogleAPIError as exc:
+            raise StorageError(f"Cannot {what} {url}: {exc}") from exc
+        except (auth_exc.GoogleAuthError, OSError) as exc:
+            raise StorageError(f"Cannot {what} {url}: {exc}") from exc
+
+    def download(self, url: GcsURL, dest: Path) -> None:
+        self._call(url, "download", lambda: self._blob(url).download_to_filename(str(dest)))
+
+    def upload(self, src: Path, url: GcsURL) -> None:
+        # A GCS object appears whole or not at all, so no temporary name is needed.
+        self._call(url, "upload to", lambda: self._blob(url).upload_from_filename(str(src)))
+
+    def exists(self, url: GcsURL) -> bool:
+        return bool(self._call(url, "check", lambda: self._blob(url).exists()))
+
+    def delete(self, url: GcsURL) -> None:
+        try:
+            self._call(url, "delete", lambda: self._blob(url).delete())
+        except ObjectNotFoundError:
+            pass
+
+    def ping(self, bucket: str) -> None:
+        self._call(GcsURL(bucket, ""), "reach the bucket", lambda: self.client.get_bucket(bucket))

@@ -1,0 +1,27 @@
+"""Run the trainer as a child process: how the demo and the API's local executor start a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from uuid import UUID
+
+
+def trainer_command(project_id: UUID, *, claimed: bool) -> list[str]:
+    """The command a worker runs; the same one a Kubernetes Job's container runs."""
+    command = [sys.executable, "-m", "training_agent", "train", "--project-id", str(project_id)]
+    if claimed:
+        command.append("--claimed")
+    return command
+
+
+def start_trainer(project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start the trainer for `project_id`; its log goes to this process's stderr."""
+    return subprocess.Popen(
+        trainer_command(project_id, claimed=claimed),
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=sys.stderr.fileno(),
+        stderr=sys.stderr.fileno(),
+    )

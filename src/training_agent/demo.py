@@ -1,0 +1,126 @@
+"""`training-agent demo`: play the other agents (a project and its dataset), then train it end to end.
+
+The trainer runs as a child process started the way the API's local executor starts it, against whatever
+records and storage the settings select (embedded SQLite and a local folder by default).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training_agent.core.records import ProjectStatus, RecordsStore
+from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
+from training_agent.core.trainer_process import start_trainer
+from training_agent.synthetic import write_shapes_zip
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    dataset: str | None = None
+    model: str = "resnet18"
+    epochs: int = 3
+    image_size: int = 64
+    batch_size: int = 16
+    learning_rate: float = 0.001
+    pretrained: bool | None = None  # None: use cached pretrained weights when present, else train from scratch
+
+
+def pretrained_weights_cached(model: str) -> bool:
+    """Whether torch's hub cache already holds the default weights for `model` (no network needed)."""
+    import torch.hub
+    from torchvision import models
+
+    weights = models.get_model_weights(model).DEFAULT
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file()
+
+
+def _stage_dataset(storage: ObjectStorage, dataset: str | None, run_tag: str) -> str:
+    """The dataset URL the project will point at: given, zipped from a folder, or generated."""
+    if dataset and (dataset.startswith("gs://") or Path(dataset).is_file()):
+        return dataset if dataset.startswith("gs://") else Path(dataset).resolve().as_uri()
+    with tempfile.TemporaryDirectory() as tmp:
+        if dataset:
+            folder = Path(dataset)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"--dataset {dataset}: no such file or folder")
+            archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", folder))
+        else:
+            archive = write_shapes_zip(Path(tmp) / "dataset.zip")
+        url = storage.model_url(f"datasets/demo-{run_tag}.zip")
+        storage.upload(archive, url)
+    return url
+
+
+def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) -> tuple[int, dict[str, Any]]:
+    """Create the project, run the trainer, and return (exit code, summary)."""
+    storage = ObjectStorage(settings)
+    run_tag = uuid.uuid4().hex[:8]
+    pretrained = pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
+    dataset_url = _stage_dataset(storage, options.dataset, run_tag)
+    metadata = {
+        "preferred_model": options.model,
+        "epochs": options.epochs,
+        "image_size": options.image_size,
+        "batch_size": options.batch_size,
+        "learning_rate": options.learning_rate,
+        "pretrained": pretrained,
+    }
+    project = records.create_project(f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata)
+    records.create_dataset(project.id, gcs_url=dataset_url, name=f"demo-{run_tag}")
+    # Claim it the way the API will: a compare-and-set to `training`, then start the worker.
+    records.transition_project(
+        project.id, from_status=ProjectStatus.PENDING_TRAINING.value, to_status=ProjectStatus.TRAINING.value
+    )
+    exit_code = start_trainer(project.id, claimed=True).wait()
+    return exit_code, summarize(records, project.id, dataset_url)
+
+
+def summarize(records: RecordsStore, project_id: uuid.UUID, dataset_url: str) -> dict[str, Any]:
+    """The project's outcome as the other agents see it in the records."""
+    project = records.get_project(project_id)
+    models = records.list_models(project_id)
+    model = models[-1] if models else None
+    meta = model.metadata if model else {}
+    return {
+        "project_id": str(project_id),
+        "project_name": project.name if project else None,
+        "status": project.status if project else None,
+        "dataset_url": dataset_url,
+        "model_url": model.gcs_url if model else None,
+        "metrics": {
+            key: meta.get(key)
+            for key in (
+                "architecture", "pretrained", "num_classes", "epochs", "image_size", "val_accuracy",
+                "test_accuracy", "training_seconds", "images_per_second", "device", "history",
+            )
+        },
+        "error": (project.metadata.get("error") if project else None),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    metrics = summary["metrics"]
+    lines = [f"project   {summary['project_id']} ({summary['project_name']})", f"status    {summary['status']}"]
+    if summary["model_url"]:
+        lines += [
+            f"model     {summary['model_url']}",
+            f"network   {metrics['architecture']} ({'pretrained' if metrics['pretrained'] else 'from scratch'}), "
+            f"{metrics['num_classes']} classes, {metrics['epochs']} epochs at {metrics['image_size']} px "
+            f"on {metrics['device']}",
+            f"accuracy  val {metrics['val_accuracy']:.3f}, test {metrics['test_accuracy']:.3f}",
+            f"speed     {metrics['images_per_second']:.1f} images/s, {metrics['training_seconds']:.1f} s in all",
+        ]
+        for row in metrics["history"] or []:
+            lines.append(
+                f"  epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                f"val_acc {row['val_accuracy']:.3f}"
+            )
+    if summary["error"]:
+        lines.append(f"error     [{summary['error'].get('step')}] {summary['error'].get('message')}")
+    return "\n".join(lines)

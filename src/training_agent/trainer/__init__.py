@@ -1,0 +1,1 @@
+"""The trainer: download → prepare → train → upload → record, for one project."""

@@ -45,18 +45,18 @@ class AgentLog:
         self.agent_name = agent_name
         self.logger = logging.getLogger("training_agent.steps")
 
-    def write(self, level: LogLevel, message: str, **metadata: Any) -> None:
+    def write(self, level: LogLevel, message: str, /, **metadata: Any) -> None:
         self.logger.log(_PY_LEVELS[level], "[%s] %s", self.project_id, message)
         try:
             self.records.insert_log(self.project_id, self.agent_name, level.value, message, metadata)
         except Exception:
             self.logger.warning("Could not write to agent_logs: %s", message, exc_info=True)
 
-    def info(self, message: str, **metadata: Any) -> None:
+    def info(self, message: str, /, **metadata: Any) -> None:
         self.write(LogLevel.INFO, message, **metadata)
 
-    def warning(self, message: str, **metadata: Any) -> None:
+    def warning(self, message: str, /, **metadata: Any) -> None:
         self.write(LogLevel.WARNING, message, **metadata)
 
-    def error(self, message: str, **metadata: Any) -> None:
+    def error(self, message: str, /, **metadata: Any) -> None:
         self.write(LogLevel.ERROR, message, **metadata)

@@ -1,0 +1,92 @@
+"""Shared fixtures: isolated settings, the embedded stores, and small datasets.
+
+Every test starts from an environment with none of the service's variables set, so a developer's shell
+(or CI's) cannot change what a test sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.datasets import DatasetFactory
+from training_agent.core.records import Project, RecordsStore, open_records
+from training_agent.core.settings import ENV_PREFIX, Settings, get_settings
+from training_agent.core.storage import ObjectStorage
+
+_SERVICE_VARS = (
+    "SUPABASE_URL", "SUPABASE_KEY", "GCP_BUCKET_NAME", "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST", "MCP_API_KEY", "LOG_LEVEL",
+)
+
+
+def services_required() -> bool:
+    """CI sets this so that a missing server fails the suite instead of skipping tests quietly."""
+    return os.environ.get("TRAINING_AGENT_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    for name in list(os.environ):
+        if name in _SERVICE_VARS or (name.startswith(ENV_PREFIX) and name != "TRAINING_AGENT_REQUIRE_SERVICES"):
+            monkeypatch.delenv(name)
+    # An empty torch hub cache: no test may pick up weights a developer downloaded.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "work_dir": tmp_path / "work",
+        "num_workers": 0,
+        "device": "cpu",
+        "log_every_steps": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def records(settings: Settings) -> RecordsStore:
+    return open_records(settings)
+
+
+@pytest.fixture
+def storage(settings: Settings) -> ObjectStorage:
+    return ObjectStorage(settings)
+
+
+@pytest.fixture
+def datasets(tmp_path: Path) -> DatasetFactory:
+    return DatasetFactory(tmp_path / "datasets")
+
+
+# Small and fast: 16 px images, a few per class, one epoch, from scratch.
+FAST_METADATA = {"preferred_model": "resnet18", "epochs": 1, "image_size": 16, "batch_size": 8, "pretrained": False}
+
+
+def seed_project(
+    records: RecordsStore,
+    dataset_url: str | None,
+    *,
+    metadata: dict[str, Any] | None = None,
+    status: str = "pending_training",
+    name: str = "Demo project",
+) -> Project:
+    """Play the other agents: a project in `status` and, unless None, its dataset row."""
+    project = records.create_project(name, status=status, metadata={**FAST_METADATA, **(metadata or {})})
+    if dataset_url is not None:
+        records.create_dataset(project.id, gcs_url=dataset_url)
+    return project

@@ -90,3 +90,6 @@ def seed_project(
     if dataset_url is not None:
         records.create_dataset(project.id, gcs_url=dataset_url)
     return project
+
+
+pytest_plugins = ["tests.support.services"]

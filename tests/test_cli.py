@@ -1,0 +1,101 @@
+"""The `training-agent` command as a user runs it: child processes, the embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import seed_project
+from tests.support.datasets import DatasetFactory
+from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_USAGE
+from training_agent.core.records.sqlite import SQLiteRecords
+
+
+def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "TRAINING_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "TRAINING_AGENT_WORK_DIR": str(tmp_path / "work"),
+        "TRAINING_AGENT_NUM_WORKERS": "0",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "training_agent", *args],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
+    done = cli(tmp_path, "demo", "--json", "--epochs", "2", "--image-size", "32", "--batch-size", "16")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "pending_evaluation"
+    model_path = Path(summary["model_url"].removeprefix("file://"))
+    assert model_path.is_file() and model_path.parent == (tmp_path / "data" / "bucket" / "models").resolve()
+    metrics = summary["metrics"]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert 0 <= metrics["val_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["pretrained"] is False  # no cached weights in the test's TORCH_HOME
+    # Progress went to stderr while stdout stayed one JSON object.
+    assert "epoch 1/2 step" in done.stderr
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_demo_takes_a_dataset_folder(tmp_path: Path, datasets: DatasetFactory) -> None:
+    folder = tmp_path / "mydata"
+    with zipfile.ZipFile(datasets.shapes()) as zf:
+        zf.extractall(folder)
+    done = cli(tmp_path, "demo", "--json", "--dataset", str(folder), "--epochs", "1", "--image-size", "16",
+               "--no-pretrained")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "pending_evaluation"
+    assert summary["metrics"]["num_classes"] == 2
+
+
+def test_demo_reports_a_failed_run(tmp_path: Path, datasets: DatasetFactory) -> None:
+    done = cli(tmp_path, "demo", "--json", "--dataset", str(datasets.not_a_zip()), "--epochs", "1")
+    assert done.returncode == EXIT_INVALID_INPUT
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "failed" and summary["model_url"] is None
+    assert summary["error"]["step"] == "extract" and "not a zip archive" in summary["error"]["message"]
+
+
+def test_train_command(tmp_path: Path, datasets: DatasetFactory) -> None:
+    records = SQLiteRecords(tmp_path / "data" / "records.db")
+    project = seed_project(records, str(datasets.shapes()))
+    done = cli(tmp_path, "train", "--project-id", str(project.id), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["succeeded"] is True and result["status"] == "pending_evaluation"
+    assert records.get_project(project.id).status == "pending_evaluation"  # type: ignore[union-attr]
+
+
+def test_train_unknown_project_exit_code(tmp_path: Path) -> None:
+    done = cli(tmp_path, "train", "--project-id", "00000000-0000-0000-0000-000000000000")
+    assert done.returncode == EXIT_INVALID_INPUT
+    assert "No project with id 00000000-0000-0000-0000-000000000000" in done.stderr
+
+
+def test_bad_configuration_stops_with_one_message(tmp_path: Path) -> None:
+    done = cli(tmp_path, "train", "--project-id", "00000000-0000-0000-0000-000000000000",
+               env={"TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION": "2"})
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.strip() == (
+        "training-agent: Invalid configuration: TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION: "
+        "Input should be less than or equal to 1"
+    )
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    done = cli(tmp_path, "train", "--project-id", "not-a-uuid")
+    assert done.returncode == EXIT_USAGE and "invalid UUID value" in done.stderr
+    done = cli(tmp_path, "demo", "--epochs", "0")
+    assert done.returncode == EXIT_USAGE and "must be a positive integer" in done.stderr

@@ -19,8 +19,13 @@ from training_agent.core.settings import ENV_PREFIX, Settings, get_settings
 from training_agent.core.storage import ObjectStorage
 
 _SERVICE_VARS = (
-    "SUPABASE_URL", "SUPABASE_KEY", "GCP_BUCKET_NAME", "GOOGLE_APPLICATION_CREDENTIALS",
-    "STORAGE_EMULATOR_HOST", "MCP_API_KEY", "LOG_LEVEL",
+    "SUPABASE_URL",
+    "SUPABASE_KEY",
+    "GCP_BUCKET_NAME",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST",
+    "MCP_API_KEY",
+    "LOG_LEVEL",
 )
 
 
@@ -32,7 +37,9 @@ def services_required() -> bool:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     for name in list(os.environ):
-        if name in _SERVICE_VARS or (name.startswith(ENV_PREFIX) and name != "TRAINING_AGENT_REQUIRE_SERVICES"):
+        if name in _SERVICE_VARS or (
+            name.startswith(ENV_PREFIX) and name != "TRAINING_AGENT_REQUIRE_SERVICES"
+        ):
             monkeypatch.delenv(name)
     # An empty torch hub cache: no test may pick up weights a developer downloaded.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
@@ -74,7 +81,13 @@ def datasets(tmp_path: Path) -> DatasetFactory:
 
 
 # Small and fast: 16 px images, a few per class, one epoch, from scratch.
-FAST_METADATA = {"preferred_model": "resnet18", "epochs": 1, "image_size": 16, "batch_size": 8, "pretrained": False}
+FAST_METADATA = {
+    "preferred_model": "resnet18",
+    "epochs": 1,
+    "image_size": 16,
+    "batch_size": 8,
+    "pretrained": False,
+}
 
 
 def seed_project(

@@ -27,7 +27,12 @@ def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     }
     return subprocess.run(
         [sys.executable, "-m", "training_agent", *args],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -52,8 +57,18 @@ def test_demo_takes_a_dataset_folder(tmp_path: Path, datasets: DatasetFactory) -
     folder = tmp_path / "mydata"
     with zipfile.ZipFile(datasets.shapes()) as zf:
         zf.extractall(folder)
-    done = cli(tmp_path, "demo", "--json", "--dataset", str(folder), "--epochs", "1", "--image-size", "16",
-               "--no-pretrained")
+    done = cli(
+        tmp_path,
+        "demo",
+        "--json",
+        "--dataset",
+        str(folder),
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--no-pretrained",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["status"] == "pending_evaluation"
@@ -85,8 +100,13 @@ def test_train_unknown_project_exit_code(tmp_path: Path) -> None:
 
 
 def test_bad_configuration_stops_with_one_message(tmp_path: Path) -> None:
-    done = cli(tmp_path, "train", "--project-id", "00000000-0000-0000-0000-000000000000",
-               env={"TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION": "2"})
+    done = cli(
+        tmp_path,
+        "train",
+        "--project-id",
+        "00000000-0000-0000-0000-000000000000",
+        env={"TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION": "2"},
+    )
     assert done.returncode == EXIT_USAGE
     assert done.stderr.strip() == (
         "training-agent: Invalid configuration: TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION: "

@@ -38,14 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one project (what a worker or Kubernetes Job runs)")
     train.add_argument("--project-id", type=UUID, required=True, help="the project's uuid")
     train.add_argument(
-        "--claimed", action="store_true",
+        "--claimed",
+        action="store_true",
         help="the caller already moved the project to 'training' (the API does); otherwise the trainer "
         "claims a 'pending_training' project itself",
     )
     train.add_argument("--json", action="store_true", help="print the run's result as one JSON object")
 
     demo = commands.add_parser("demo", help="create a demo project and train it end to end")
-    demo.add_argument("--dataset", help="a dataset zip (local path or gs://) or a folder; default: generated shapes")
+    demo.add_argument(
+        "--dataset", help="a dataset zip (local path or gs://) or a folder; default: generated shapes"
+    )
     demo.add_argument("--model", default="resnet18", help="torchvision model name (default resnet18)")
     demo.add_argument("--epochs", type=_positive_int, default=3)
     demo.add_argument("--image-size", type=_positive_int, default=64)
@@ -53,10 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
     pretrained = demo.add_mutually_exclusive_group()
     pretrained.add_argument(
-        "--pretrained", dest="pretrained", action="store_true", default=None,
+        "--pretrained",
+        dest="pretrained",
+        action="store_true",
+        default=None,
         help="require pretrained weights (default: use them when cached, else train from scratch)",
     )
-    pretrained.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
+    pretrained.add_argument(
+        "--no-pretrained", dest="pretrained", action="store_false", help="train from scratch"
+    )
     demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     return parser
 
@@ -75,7 +83,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     records = open_records(settings)
     run = TrainingRun(
-        args.project_id, settings=settings, records=records, storage=ObjectStorage(settings), claimed=args.claimed
+        args.project_id,
+        settings=settings,
+        records=records,
+        storage=ObjectStorage(settings),
+        claimed=args.claimed,
     )
     result = run.execute()
     if args.json:

@@ -28,7 +28,9 @@ class DemoOptions:
     image_size: int = 64
     batch_size: int = 16
     learning_rate: float = 0.001
-    pretrained: bool | None = None  # None: use cached pretrained weights when present, else train from scratch
+    pretrained: bool | None = (
+        None  # None: use cached pretrained weights when present, else train from scratch
+    )
 
 
 def pretrained_weights_cached(model: str) -> bool:
@@ -61,7 +63,9 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
     """Create the project, run the trainer, and return (exit code, summary)."""
     storage = ObjectStorage(settings)
     run_tag = uuid.uuid4().hex[:8]
-    pretrained = pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
+    pretrained = (
+        pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
+    )
     dataset_url = _stage_dataset(storage, options.dataset, run_tag)
     metadata = {
         "preferred_model": options.model,
@@ -71,7 +75,9 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
         "learning_rate": options.learning_rate,
         "pretrained": pretrained,
     }
-    project = records.create_project(f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata)
+    project = records.create_project(
+        f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata
+    )
     records.create_dataset(project.id, gcs_url=dataset_url, name=f"demo-{run_tag}")
     # Claim it the way the API will: a compare-and-set to `training`, then start the worker.
     records.transition_project(
@@ -96,8 +102,17 @@ def summarize(records: RecordsStore, project_id: uuid.UUID, dataset_url: str) ->
         "metrics": {
             key: meta.get(key)
             for key in (
-                "architecture", "pretrained", "num_classes", "epochs", "image_size", "val_accuracy",
-                "test_accuracy", "training_seconds", "images_per_second", "device", "history",
+                "architecture",
+                "pretrained",
+                "num_classes",
+                "epochs",
+                "image_size",
+                "val_accuracy",
+                "test_accuracy",
+                "training_seconds",
+                "images_per_second",
+                "device",
+                "history",
             )
         },
         "error": (project.metadata.get("error") if project else None),
@@ -106,20 +121,24 @@ def summarize(records: RecordsStore, project_id: uuid.UUID, dataset_url: str) ->
 
 def format_summary(summary: dict[str, Any]) -> str:
     metrics = summary["metrics"]
-    lines = [f"project   {summary['project_id']} ({summary['project_name']})", f"status    {summary['status']}"]
+    lines = [
+        f"project   {summary['project_id']} ({summary['project_name']})",
+        f"status    {summary['status']}",
+    ]
     if summary["model_url"]:
+        weights = "pretrained" if metrics["pretrained"] else "from scratch"
         lines += [
             f"model     {summary['model_url']}",
-            f"network   {metrics['architecture']} ({'pretrained' if metrics['pretrained'] else 'from scratch'}), "
-            f"{metrics['num_classes']} classes, {metrics['epochs']} epochs at {metrics['image_size']} px "
-            f"on {metrics['device']}",
+            f"network   {metrics['architecture']} ({weights}), {metrics['num_classes']} classes, "
+            f"{metrics['epochs']} epochs at {metrics['image_size']} px on {metrics['device']}",
             f"accuracy  val {metrics['val_accuracy']:.3f}, test {metrics['test_accuracy']:.3f}",
-            f"speed     {metrics['images_per_second']:.1f} images/s, {metrics['training_seconds']:.1f} s in all",
+            f"speed     {metrics['images_per_second']:.1f} images/s, "
+            f"{metrics['training_seconds']:.1f} s in all",
         ]
         for row in metrics["history"] or []:
             lines.append(
-                f"  epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-                f"val_acc {row['val_accuracy']:.3f}"
+                f"  epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.3f}"
             )
     if summary["error"]:
         lines.append(f"error     [{summary['error'].get('step')}] {summary['error'].get('message')}")

@@ -10,12 +10,17 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "cross")
-_TINTS = {"circle": (200, 60, 60), "square": (60, 170, 60), "triangle": (60, 90, 210), "cross": (200, 170, 40)}
+_TINTS = {
+    "circle": (200, 60, 60),
+    "square": (60, 170, 60),
+    "triangle": (60, 90, 210),
+    "cross": (200, 170, 40),
+}
 
 
 def _draw(shape: str, size: int, rng: random.Random) -> Image.Image:
     background = tuple(rng.randint(0, 90) for _ in range(3))
-    img = Image.new("RGB", (size, size), background)  # type: ignore[arg-type]
+    img = Image.new("RGB", (size, size), background)
     pixels = img.load()
     assert pixels is not None
     for _ in range(size * size // 8):  # speckle noise, so no two images are the same
@@ -50,7 +55,7 @@ def write_shapes_zip(
     """A zip with train/val/test folders of `classes` shape classes (PNG files); returns `path`."""
     if not 2 <= classes <= len(SHAPES):
         raise ValueError(f"classes must be between 2 and {len(SHAPES)}")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - picture noise, not secrets
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for split, count in zip(("train", "val", "test"), per_class, strict=True):

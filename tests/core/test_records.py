@@ -25,7 +25,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordsStore:
 
 
 def test_project_round_trip(store: RecordsStore) -> None:
-    project = store.create_project("p", status="pending_training", metadata={"epochs": 3, "nested": {"a": [1]}})
+    project = store.create_project(
+        "p", status="pending_training", metadata={"epochs": 3, "nested": {"a": [1]}}
+    )
     again = store.get_project(project.id)
     assert again is not None
     assert again.name == "p" and again.status == "pending_training"
@@ -47,7 +49,11 @@ def test_transition_is_compare_and_set(store: RecordsStore) -> None:
     project = store.create_project("p", status="pending_training", metadata={"keep": 1})
     moved = store.transition_project(project.id, from_status="pending_training", to_status="training")
     assert moved is not None and moved.status == "training"
-    assert moved.updated_at is not None and project.updated_at is not None and moved.updated_at >= project.updated_at
+    assert (
+        moved.updated_at is not None
+        and project.updated_at is not None
+        and moved.updated_at >= project.updated_at
+    )
     assert store.transition_project(project.id, from_status="pending_training", to_status="training") is None
     failed = store.transition_project(
         project.id, from_status="training", to_status="failed", metadata_patch={"error": {"message": "x"}}
@@ -64,7 +70,8 @@ def test_concurrent_claims_have_one_winner(store: RecordsStore) -> None:
     def claim() -> None:
         barrier.wait()
         results.append(
-            store.transition_project(project.id, from_status="pending_training", to_status="training") is not None
+            store.transition_project(project.id, from_status="pending_training", to_status="training")
+            is not None
         )
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
@@ -78,7 +85,9 @@ def test_concurrent_claims_have_one_winner(store: RecordsStore) -> None:
 def test_models_and_logs(store: RecordsStore) -> None:
     project = store.create_project("p", status="training", metadata={})
     row = store.insert_model(
-        NewModel(project_id=project.id, name="p_model", gcs_url="gs://b/models/p_model.pth", metadata={"acc": 0.5})
+        NewModel(
+            project_id=project.id, name="p_model", gcs_url="gs://b/models/p_model.pth", metadata={"acc": 0.5}
+        )
     )
     assert row.framework == "pytorch" and row.metadata == {"acc": 0.5}
     assert [m.id for m in store.list_models(project.id)] == [row.id]

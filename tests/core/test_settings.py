@@ -39,18 +39,29 @@ def test_reads_the_shared_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TRAINING_AGENT_MAX_DATASET_BYTES": "lots"}, "TRAINING_AGENT_MAX_DATASET_BYTES: Input should be a valid integer"),
-        ({"TRAINING_AGENT_UPLOAD_ATTEMPTS": "1"}, "TRAINING_AGENT_UPLOAD_ATTEMPTS: Input should be greater than or equal to 2"),
+        (
+            {"TRAINING_AGENT_MAX_DATASET_BYTES": "lots"},
+            "TRAINING_AGENT_MAX_DATASET_BYTES: Input should be a valid integer",
+        ),
+        (
+            {"TRAINING_AGENT_UPLOAD_ATTEMPTS": "1"},
+            "TRAINING_AGENT_UPLOAD_ATTEMPTS: Input should be greater than or equal to 2",
+        ),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: Input should be 'DEBUG'"),
         ({"SUPABASE_URL": "abc.supabase.co", "SUPABASE_KEY": "k"}, "SUPABASE_URL: must be an http(s) URL"),
         ({"SUPABASE_URL": "https://abc.supabase.co"}, "SUPABASE_URL and SUPABASE_KEY must be set together"),
         ({"GCP_BUCKET_NAME": "gs://bucket"}, "GCP_BUCKET_NAME: must be the bare bucket name"),
         ({"GCP_BUCKET_NAME": "Bad Bucket"}, "GCP_BUCKET_NAME: is not a valid bucket name"),
-        ({"GOOGLE_APPLICATION_CREDENTIALS": "/nope/sa.json"}, "GOOGLE_APPLICATION_CREDENTIALS: names /nope/sa.json"),
+        (
+            {"GOOGLE_APPLICATION_CREDENTIALS": "/nope/sa.json"},
+            "GOOGLE_APPLICATION_CREDENTIALS: names /nope/sa.json",
+        ),
         ({"TRAINING_AGENT_DEVICE": "tpu"}, "TRAINING_AGENT_DEVICE: Input should be 'auto', 'cpu' or 'cuda'"),
     ],
 )
-def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError) as info:

@@ -49,7 +49,9 @@ class DatasetFactory:
         self._count += 1
         return self.folder / (name or f"dataset-{self._count}.zip")
 
-    def shapes(self, *, classes: int = 2, per_class: tuple[int, int, int] = (8, 4, 4), size: int = 16) -> Path:
+    def shapes(
+        self, *, classes: int = 2, per_class: tuple[int, int, int] = (8, 4, 4), size: int = 16
+    ) -> Path:
         return write_shapes_zip(self._path(None), classes=classes, per_class=per_class, image_size=size)
 
     def zip(self, members: Iterable[Member], *, name: str | None = None) -> Path:

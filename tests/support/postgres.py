@@ -59,19 +59,32 @@ def postgres_cluster() -> Iterator[PostgresServer]:
     try:
         subprocess.run(
             [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
             [
-                *prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "30",
-                "-o", f"-h 127.0.0.1 -p {port} -k {sockets} -F", "start",
+                *prefix,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "log"),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {sockets} -F",
+                "start",
             ],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         yield PostgresServer("127.0.0.1", port, user)
     finally:
         subprocess.run(
             [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)

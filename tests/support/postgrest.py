@@ -186,7 +186,7 @@ class PostgrestStandIn:
             return (200, deleted) if "return=representation" in prefer else (204, None)
         raise ApiError(405, "PGRST117", f"Unsupported HTTP method {method}")
 
-    def _run(self, statement: sql.Composable, params: list[Any]) -> list[dict[str, Any]]:
+    def _run(self, statement: sql.Composed | sql.SQL, params: list[Any]) -> list[dict[str, Any]]:
         try:
             with psycopg.connect(self.conninfo, autocommit=True) as db, db.cursor() as cur:
                 cur.execute(statement, params)
@@ -205,7 +205,7 @@ class PostgrestStandIn:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _respond(self, status: int, payload: Any) -> None:
@@ -230,11 +230,20 @@ class PostgrestStandIn:
                         self.command, parts.path, parts.query, body, self.headers.get("Prefer", "")
                     )
                 except ApiError as exc:
-                    status, payload = exc.status, {
-                        "code": exc.code, "message": exc.message, "details": None, "hint": None,
-                    }
+                    status, payload = (
+                        exc.status,
+                        {
+                            "code": exc.code,
+                            "message": exc.message,
+                            "details": None,
+                            "hint": None,
+                        },
+                    )
                 except (ValueError, TypeError) as exc:
-                    status, payload = 400, {"code": "PGRST102", "message": str(exc), "details": None, "hint": None}
+                    status, payload = (
+                        400,
+                        {"code": "PGRST102", "message": str(exc), "details": None, "hint": None},
+                    )
                 self._respond(status, payload)
 
             do_GET = do_POST = do_PATCH = do_DELETE = _dispatch

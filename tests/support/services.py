@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.support.postgres import free_port, postgres_bin_dir, postgres_cluster
 from tests.support.postgrest import PostgrestStandIn, postgrest_stand_in
@@ -46,7 +47,7 @@ def supabase_server() -> Iterator[Supabase]:
     with postgres_cluster() as pg:
         with psycopg.connect(pg.conninfo, autocommit=True) as db:
             for migration in sorted(MIGRATIONS.glob("*.sql")):
-                db.execute(migration.read_text())  # type: ignore[arg-type]
+                db.execute(sql.SQL(migration.read_text()))
         with postgrest_stand_in(pg.conninfo, API_KEY) as server:
             yield Supabase(server.url, API_KEY, pg.conninfo, server)
 

@@ -21,8 +21,9 @@ def test_extracts_a_valid_archive(tmp_path: Path, datasets: DatasetFactory) -> N
     assert (tmp_path / "out" / "train" / "cat" / "0.png").read_bytes() == png_bytes((220, 40, 40))
 
 
-@pytest.mark.parametrize("member", ["../escape.png", "a/../../escape.png", "/abs/escape.png", "C:/escape.png",
-                                    "..\\escape.png"])
+@pytest.mark.parametrize(
+    "member", ["../escape.png", "a/../../escape.png", "/abs/escape.png", "C:/escape.png", "..\\escape.png"]
+)
 def test_refuses_members_escaping_the_folder(tmp_path: Path, datasets: DatasetFactory, member: str) -> None:
     archive = datasets.zip([*layout_members(), (member, b"x")])
     with pytest.raises(InvalidInputError, match="unsafe path"):
@@ -44,7 +45,9 @@ def test_refuses_archives_over_the_byte_limit(tmp_path: Path, datasets: DatasetF
     assert not (tmp_path / "out").exists()
 
 
-def test_byte_limit_counts_what_is_written(tmp_path: Path, datasets: DatasetFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_byte_limit_counts_what_is_written(
+    tmp_path: Path, datasets: DatasetFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Declared sizes can lie; disable the declared check to show the streaming check stops the write too.
     monkeypatch.setattr("training_agent.trainer.fetch._check_declared_limits", lambda *a: None)
     with pytest.raises(InvalidInputError, match="more than 1,048,576 bytes"):
@@ -80,7 +83,9 @@ def test_finds_splits_inside_one_wrapping_folder(tmp_path: Path, datasets: Datas
 
 
 def test_hidden_files_are_ignored(tmp_path: Path, datasets: DatasetFactory) -> None:
-    archive = datasets.zip([*layout_members(), ("train/cat/.DS_Store", b"x"), ("train/.hidden/1.png", png_bytes())])
+    archive = datasets.zip(
+        [*layout_members(), ("train/cat/.DS_Store", b"x"), ("train/.hidden/1.png", png_bytes())]
+    )
     extract_zip(archive, tmp_path / "out", **LIMITS)
     layout = inspect_dataset(find_root(tmp_path / "out"), max_bad_fraction=0)
     assert layout.classes == ["cat", "dog"] and layout.skipped == []

@@ -46,15 +46,25 @@ def test_unknown_name_suggests_close_ones() -> None:
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_head_is_replaced_for_every_family(name: str) -> None:
-    model = models.get_model(name, weights=None, **({"init_weights": False} if name in ("googlenet", "inception_v3") else {}))
+    model = models.get_model(
+        name, weights=None, **({"init_weights": False} if name in ("googlenet", "inception_v3") else {})
+    )
     path = replace_head(model, 5)
     assert path == FAMILIES[name]
     head = model.get_submodule(path)
     assert (head.out_features if isinstance(head, nn.Linear) else head.out_channels) == 5
 
 
-@pytest.mark.parametrize(("name", "size"), [("resnet18", 32), ("mobilenet_v3_small", 32), ("squeezenet1_1", 64),
-                                            ("inception_v3", 80), ("googlenet", 32)])
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("resnet18", 32),
+        ("mobilenet_v3_small", 32),
+        ("squeezenet1_1", 64),
+        ("inception_v3", 80),
+        ("googlenet", 32),
+    ],
+)
 def test_built_model_trains_and_predicts_num_classes(name: str, size: int) -> None:
     model = build_model(name, 3, pretrained=False)
     model.train()
@@ -65,13 +75,15 @@ def test_built_model_trains_and_predicts_num_classes(name: str, size: int) -> No
 
 
 def _save_imagenet_resnet18(path: Path) -> dict[str, torch.Tensor]:
-    state = models.resnet18(weights=None).state_dict()
+    state: dict[str, torch.Tensor] = models.resnet18(weights=None).state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
 
 
-def test_pretrained_weights_come_from_the_torch_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrained_weights_come_from_the_torch_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     filename = Path(models.ResNet18_Weights.DEFAULT.url).name
     state = _save_imagenet_resnet18(tmp_path / "hub" / "checkpoints" / filename)

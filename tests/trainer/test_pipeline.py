@@ -26,8 +26,12 @@ from training_agent.trainer.pipeline import RunResult, TrainingRun
 
 def run(project_id: Any, settings: Settings, records: RecordsStore, **kwargs: Any) -> RunResult:
     return TrainingRun(
-        project_id, settings=settings, records=records, storage=ObjectStorage(settings),
-        upload_retry_delay_s=0, **kwargs,
+        project_id,
+        settings=settings,
+        records=records,
+        storage=ObjectStorage(settings),
+        upload_retry_delay_s=0,
+        **kwargs,
     ).execute()
 
 
@@ -122,52 +126,107 @@ BAD_INPUTS: dict[str, tuple[BadCase, dict[str, Any], str, str]] = {
     "object missing": (lambda d: str(d.folder / "nope.zip"), {}, "download", "does not exist"),
     "not a zip": (lambda d: str(d.not_a_zip()), {}, "extract", "not a zip archive"),
     "zip slip": (
-        lambda d: str(d.zip([*layout_members(), ("../evil.png", png_bytes())])), {}, "extract", "unsafe path",
+        lambda d: str(d.zip([*layout_members(), ("../evil.png", png_bytes())])),
+        {},
+        "extract",
+        "unsafe path",
     ),
     "absolute member": (
-        lambda d: str(d.zip([*layout_members(), ("/tmp/evil.png", png_bytes())])), {}, "extract", "unsafe path",
+        lambda d: str(d.zip([*layout_members(), ("/tmp/evil.png", png_bytes())])),
+        {},
+        "extract",
+        "unsafe path",
     ),
     "symlink member": (lambda d: str(d.with_symlink()), {}, "extract", "symbolic link"),
     "zip bomb bytes": (lambda d: str(d.bomb(megabytes=8)), {}, "extract", "TRAINING_AGENT_MAX_DATASET_BYTES"),
     "zip bomb members": (
-        lambda d: str(d.zip(layout_members(per_class=40))), {}, "extract", "TRAINING_AGENT_MAX_DATASET_FILES",
+        lambda d: str(d.zip(layout_members(per_class=40))),
+        {},
+        "extract",
+        "TRAINING_AGENT_MAX_DATASET_FILES",
     ),
     "missing val": (
-        lambda d: str(d.zip(layout_members(splits=("train", "test")))), {}, "validate_dataset", "missing the val/",
+        lambda d: str(d.zip(layout_members(splits=("train", "test")))),
+        {},
+        "validate_dataset",
+        "missing the val/",
     ),
     "missing test": (
-        lambda d: str(d.zip(layout_members(splits=("train", "val")))), {}, "validate_dataset", "test/",
+        lambda d: str(d.zip(layout_members(splits=("train", "val")))),
+        {},
+        "validate_dataset",
+        "test/",
     ),
     "one class": (
-        lambda d: str(d.zip(layout_members(classes=("cat",)))), {}, "validate_dataset", "at least 2",
+        lambda d: str(d.zip(layout_members(classes=("cat",)))),
+        {},
+        "validate_dataset",
+        "at least 2",
     ),
     "classes differ": (
-        lambda d: str(d.zip([
-            *layout_members(splits=("train", "test")),
-            *layout_members(classes=("cat", "bird"), splits=("val",)),
-        ])),
-        {}, "validate_dataset", "missing in val/: ['dog']; not in train/: ['bird']",
+        lambda d: str(
+            d.zip(
+                [
+                    *layout_members(splits=("train", "test")),
+                    *layout_members(classes=("cat", "bird"), splits=("val",)),
+                ]
+            )
+        ),
+        {},
+        "validate_dataset",
+        "missing in val/: ['dog']; not in train/: ['bird']",
     ),
     "empty class": (
-        lambda d: str(d.zip([
-            *[m for m in layout_members() if not m[0].startswith("test/dog/")], ("test/dog/", b""),
-        ])),
-        {}, "validate_dataset", "test/dog",
+        lambda d: str(
+            d.zip(
+                [
+                    *[m for m in layout_members() if not m[0].startswith("test/dog/")],
+                    ("test/dog/", b""),
+                ]
+            )
+        ),
+        {},
+        "validate_dataset",
+        "test/dog",
     ),
     "too many corrupt images": (
-        lambda d: str(d.zip([
-            *layout_members(per_class=4),
-            *[(f"train/cat/bad{i}.jpg", b"not really a jpeg") for i in range(6)],
-        ])),
-        {}, "validate_dataset", "6 of 30 files (20.0%) are not readable images",
+        lambda d: str(
+            d.zip(
+                [
+                    *layout_members(per_class=4),
+                    *[(f"train/cat/bad{i}.jpg", b"not really a jpeg") for i in range(6)],
+                ]
+            )
+        ),
+        {},
+        "validate_dataset",
+        "6 of 30 files (20.0%) are not readable images",
     ),
-    "unknown model": (lambda d: str(d.shapes()), {"preferred_model": "resnet19"}, "validate_config", "resnet18"),
+    "unknown model": (
+        lambda d: str(d.shapes()),
+        {"preferred_model": "resnet19"},
+        "validate_config",
+        "resnet18",
+    ),
     "zero epochs": (lambda d: str(d.shapes()), {"epochs": 0}, "validate_config", "metadata.epochs"),
-    "negative batch size": (lambda d: str(d.shapes()), {"batch_size": -4}, "validate_config", "metadata.batch_size"),
-    "zero learning rate": (
-        lambda d: str(d.shapes()), {"learning_rate": 0}, "validate_config", "metadata.learning_rate",
+    "negative batch size": (
+        lambda d: str(d.shapes()),
+        {"batch_size": -4},
+        "validate_config",
+        "metadata.batch_size",
     ),
-    "epochs not a number": (lambda d: str(d.shapes()), {"epochs": "ten"}, "validate_config", "metadata.epochs"),
+    "zero learning rate": (
+        lambda d: str(d.shapes()),
+        {"learning_rate": 0},
+        "validate_config",
+        "metadata.learning_rate",
+    ),
+    "epochs not a number": (
+        lambda d: str(d.shapes()),
+        {"epochs": "ten"},
+        "validate_config",
+        "metadata.epochs",
+    ),
 }
 
 
@@ -214,16 +273,23 @@ def test_few_corrupt_images_are_skipped_with_a_warning(
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, max_bad_image_fraction=0.2)
-    url = datasets.zip([*layout_members(per_class=4), ("train/cat/broken.png", b"\x89PNG truncated"),
-                        ("val/dog/notes.txt", b"hello")])
+    url = datasets.zip(
+        [
+            *layout_members(per_class=4),
+            ("train/cat/broken.png", b"\x89PNG truncated"),
+            ("val/dog/notes.txt", b"hello"),
+        ]
+    )
     project = seed_project(records, str(url))
     result = run(project.id, settings, records)
     assert result.succeeded, result.error
     warnings = [log for log in records.recent_logs(project.id) if log.log_level == "warning"]
     assert len(warnings) == 1 and warnings[0].message == "Skipped 2 files that are not readable images"
     reasons = {item["path"]: item["reason"] for item in warnings[0].metadata["skipped"]}
-    assert reasons == {"train/cat/broken.png": "unreadable image (UnidentifiedImageError)",
-                       "val/dog/notes.txt": "not an image file extension"}
+    assert reasons == {
+        "train/cat/broken.png": "unreadable image (UnidentifiedImageError)",
+        "val/dog/notes.txt": "not an image file extension",
+    }
     assert result.metrics["dataset"]["skipped_files"] == 2
 
 

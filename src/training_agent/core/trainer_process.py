@@ -16,7 +16,9 @@ def trainer_command(project_id: UUID, *, claimed: bool) -> list[str]:
     return command
 
 
-def start_trainer(project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_trainer(
+    project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start the trainer for `project_id`; its log goes to this process's stderr."""
     return subprocess.Popen(
         trainer_command(project_id, claimed=claimed),

@@ -18,13 +18,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
-    return transforms.Compose(
+    transform: Callable[[Image.Image], torch.Tensor] = transforms.Compose(
         [
             transforms.Resize((image_size, image_size)),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+    return transform
 
 
 class ImageSamples(Dataset[tuple[torch.Tensor, int]]):

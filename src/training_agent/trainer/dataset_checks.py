@@ -99,8 +99,9 @@ def _split_classes(root: Path) -> dict[str, list[str]]:
             only_train = sorted(set(classes["train"]) - set(classes[split]))
             only_split = sorted(set(classes[split]) - set(classes["train"]))
             raise InvalidInputError(
-                f"The class folders of {split}/ differ from train/: missing in {split}/: {only_train or '-'}; "
-                f"not in train/: {only_split or '-'}. Every split needs the same class folders",
+                f"The class folders of {split}/ differ from train/: "
+                f"missing in {split}/: {only_train or '-'}; not in train/: {only_split or '-'}. "
+                "Every split needs the same class folders",
                 step="validate_dataset",
             )
     return classes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 
 import torch
@@ -58,11 +58,11 @@ def train_one_epoch(
     model.train()
     total_loss = 0.0
     images = 0
-    steps = len(loader) if hasattr(loader, "__len__") else 0
+    steps = len(loader) if isinstance(loader, Sized) else 0
     started = time.perf_counter()
-    for step, (inputs, targets) in enumerate(loader, start=1):
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+    for step, (cpu_inputs, cpu_targets) in enumerate(loader, start=1):
+        inputs = cpu_inputs.to(device, non_blocking=True)
+        targets = cpu_targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
             loss = criterion(_logits(model(inputs)), targets)
@@ -75,20 +75,27 @@ def train_one_epoch(
             elapsed = time.perf_counter() - started
             logger.info(
                 "epoch %d/%d step %d/%d loss %.4f %.1f img/s",
-                epoch, epochs, step, steps, loss.item(), images / elapsed if elapsed else 0.0,
+                epoch,
+                epochs,
+                step,
+                steps,
+                loss.item(),
+                images / elapsed if elapsed else 0.0,
             )
     return EpochStats(loss=total_loss / max(images, 1), images=images, seconds=time.perf_counter() - started)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, device: torch.device) -> EvalStats:
+def evaluate(
+    model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, device: torch.device
+) -> EvalStats:
     model.eval()
     total_loss = 0.0
     correct = 0
     images = 0
-    for inputs, targets in loader:
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+    for cpu_inputs, cpu_targets in loader:
+        inputs = cpu_inputs.to(device, non_blocking=True)
+        targets = cpu_targets.to(device, non_blocking=True)
         with autocast(device):
             logits = _logits(model(inputs))
             loss = criterion(logits, targets)
@@ -120,8 +127,14 @@ def fit(
     history = []
     for epoch in range(1, options.epochs + 1):
         train = train_one_epoch(
-            model, train_loader, criterion, optimizer, device,
-            epoch=epoch, epochs=options.epochs, log_every=options.log_every,
+            model,
+            train_loader,
+            criterion,
+            optimizer,
+            device,
+            epoch=epoch,
+            epochs=options.epochs,
+            log_every=options.log_every,
         )
         val = evaluate(model, val_loader, criterion, device)
         record = {

@@ -36,7 +36,9 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
             "rebuild the zip with paths relative to its root"
         )
     if stat.S_ISLNK(info.external_attr >> 16):
-        raise InvalidInputError(f"The dataset archive contains a symbolic link {info.filename!r}; links are refused")
+        raise InvalidInputError(
+            f"The dataset archive contains a symbolic link {info.filename!r}; links are refused"
+        )
     return path
 
 

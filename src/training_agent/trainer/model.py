@@ -7,7 +7,7 @@ import difflib
 import logging
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -45,12 +45,13 @@ def _architecture(name: str, pretrained: bool) -> nn.Module:
     if name in _AUX_LOGITS_MODELS:
         # Shaped like the pretrained checkpoint (aux heads present) so its state_dict loads strictly.
         kwargs = {"aux_logits": pretrained, "init_weights": not pretrained}
-    return models.get_model(name, weights=None, **kwargs)
+    model: nn.Module = models.get_model(name, weights=None, **kwargs)
+    return model
 
 
 def _drop_aux_logits(model: nn.Module) -> None:
     if hasattr(model, "aux_logits"):
-        model.aux_logits = False
+        model.aux_logits = False  # type: ignore[assignment]
         for attr in ("AuxLogits", "aux1", "aux2"):
             if hasattr(model, attr):
                 setattr(model, attr, None)
@@ -82,7 +83,7 @@ def _hub_state_dict(name: str) -> dict[str, torch.Tensor]:
 def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same here
+    except Exception as exc:
         raise InvalidInputError(
             f"metadata.weights_url is not a loadable {name} state_dict: {exc}", step="build_model"
         ) from exc
@@ -113,12 +114,17 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
         assert isinstance(old, nn.Conv2d)
-        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride)
+        kernel = cast(tuple[int, int], old.kernel_size)
+        new = nn.Conv2d(
+            old.in_channels, num_classes, kernel_size=kernel, stride=cast(tuple[int, int], old.stride)
+        )
     model.set_submodule(path, new)
     return path
 
 
-def build_model(name: str, num_classes: int, *, pretrained: bool, weights_file: Path | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, *, pretrained: bool, weights_file: Path | None = None
+) -> nn.Module:
     """The architecture `name` with pretrained (or given, or no) weights and a `num_classes` head."""
     check_model_name(name)
     model = _architecture(name, pretrained or weights_file is not None)
@@ -139,6 +145,11 @@ def build_model(name: str, num_classes: int, *, pretrained: bool, weights_file: 
             ) from exc
     _drop_aux_logits(model)
     head = replace_head(model, num_classes)
-    logger.info("Built %s (%s weights), head %s → %d classes", name, "pretrained" if state else "random", head,
-                num_classes)
+    logger.info(
+        "Built %s (%s weights), head %s → %d classes",
+        name,
+        "pretrained" if state else "random",
+        head,
+        num_classes,
+    )
     return model

@@ -133,7 +133,9 @@ class TrainingRun:
             return self._rejected(exc)
         try:
             self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.settings.work_dir, prefix=f"run-{self.project_id}-") as tmp:
+            with tempfile.TemporaryDirectory(
+                dir=self.settings.work_dir, prefix=f"run-{self.project_id}-"
+            ) as tmp:
                 return self._train(project, Path(tmp))
         except Exception as exc:  # noqa: BLE001 - every failure must end as a `failed` project
             return self._fail(exc)
@@ -159,11 +161,16 @@ class TrainingRun:
         self.log.info("Dataset downloaded", url=dataset.gcs_url, bytes=archive.stat().st_size)
         self._enter("extract")
         extract_zip(
-            archive, tmp / "data", max_bytes=self.settings.max_dataset_bytes, max_files=self.settings.max_dataset_files
+            archive,
+            tmp / "data",
+            max_bytes=self.settings.max_dataset_bytes,
+            max_files=self.settings.max_dataset_files,
         )
         archive.unlink()
         self._enter("validate_dataset")
-        layout = inspect_dataset(find_root(tmp / "data"), max_bad_fraction=self.settings.max_bad_image_fraction)
+        layout = inspect_dataset(
+            find_root(tmp / "data"), max_bad_fraction=self.settings.max_bad_image_fraction
+        )
         self._log_layout(layout)
 
         self._enter("build_model")
@@ -173,7 +180,10 @@ class TrainingRun:
             weights_file = tmp / "weights.pth"
             self.storage.download(config.weights_url, weights_file)
         model = build_model(
-            config.preferred_model, len(layout.classes), pretrained=config.pretrained, weights_file=weights_file
+            config.preferred_model,
+            len(layout.classes),
+            pretrained=config.pretrained,
+            weights_file=weights_file,
         ).to(device)
 
         self._enter("train")
@@ -186,7 +196,10 @@ class TrainingRun:
         self._enter("upload")
         url = self.storage.model_url(model_key(project.name, self.project_id))
         attempts = upload_verified(
-            self.storage, weights, url, attempts=self.settings.upload_attempts,
+            self.storage,
+            weights,
+            url,
+            attempts=self.settings.upload_attempts,
             retry_delay_s=self.upload_retry_delay_s,
         )
         self.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
@@ -270,9 +283,15 @@ class TrainingRun:
             **metrics,
             "device": device.type,
             "dataset": layout.summary(),
-            "versions": {"training_agent": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__},
+            "versions": {
+                "training_agent": __version__,
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+            },
         }
-        row = NewModel(project_id=self.project_id, name=f"{project.name}_model", gcs_url=url, metadata=metadata)
+        row = NewModel(
+            project_id=self.project_id, name=f"{project.name}_model", gcs_url=url, metadata=metadata
+        )
         try:
             model_row = self.records.insert_model(row)
         except BaseException:
@@ -290,8 +309,13 @@ class TrainingRun:
                 "Model recorded, but the project was no longer in 'training'; its status was left as is",
                 status=current.status if current else None,
             )
-        self.log.info("Training completed; model ready for evaluation", model_id=str(model_row.id), model_url=url,
-                      val_accuracy=metrics["val_accuracy"], test_accuracy=metrics["test_accuracy"])
+        self.log.info(
+            "Training completed; model ready for evaluation",
+            model_id=str(model_row.id),
+            model_url=url,
+            val_accuracy=metrics["val_accuracy"],
+            test_accuracy=metrics["test_accuracy"],
+        )
         final = moved or self.records.get_project(self.project_id)
         return RunResult(
             project_id=self.project_id,
@@ -320,7 +344,9 @@ class TrainingRun:
         error = self._error_details(exc)
         self.log.error(f"Training not started: {error['message']}", **error)
         current = self.records.get_project(self.project_id) if self.log.project_id else None
-        return RunResult(self.project_id, False, current.status if current else None, exc.exit_code, error=error)
+        return RunResult(
+            self.project_id, False, current.status if current else None, exc.exit_code, error=error
+        )
 
     def _fail(self, exc: BaseException) -> RunResult:
         error = self._error_details(exc)
@@ -336,6 +362,6 @@ class TrainingRun:
             )
             current = moved or self.records.get_project(self.project_id)
             status = current.status if current else None
-        except Exception:  # noqa: BLE001 - the records store itself may be what failed
+        except Exception:
             logger.exception("Could not mark project %s as failed", self.project_id)
         return RunResult(self.project_id, False, status, exit_code, error=error)

@@ -206,7 +206,7 @@ class SQLiteRecords(RecordsStore):
         return Project.model_validate(self._insert("projects", row))
 
     def create_dataset(self, project_id: UUID, *, gcs_url: str, name: str | None = None) -> Dataset:
-        row = {
+        row: dict[str, Any] = {
             "id": str(uuid4()),
             "project_id": str(project_id),
             "name": name,

@@ -62,12 +62,14 @@ class SupabaseRecords(RecordsStore):
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
         response = self._call(
             "read the dataset",
-            lambda: self.client.table("datasets")
-            .select("*")
-            .eq("project_id", str(project_id))
-            .order("created_at", desc=True)
-            .limit(1)
-            .execute(),
+            lambda: (
+                self.client.table("datasets")
+                .select("*")
+                .eq("project_id", str(project_id))
+                .order("created_at", desc=True)
+                .limit(1)
+                .execute()
+            ),
         )
         rows = _rows(response)
         return Dataset.model_validate(rows[0]) if rows else None
@@ -90,11 +92,13 @@ class SupabaseRecords(RecordsStore):
         # when another worker has moved the project on meanwhile.
         response = self._call(
             f"move the project to {to_status}",
-            lambda: self.client.table("projects")
-            .update(update)
-            .eq("id", str(project_id))
-            .eq("status", from_status)
-            .execute(),
+            lambda: (
+                self.client.table("projects")
+                .update(update)
+                .eq("id", str(project_id))
+                .eq("status", from_status)
+                .execute()
+            ),
         )
         rows = _rows(response)
         return Project.model_validate(rows[0]) if rows else None
@@ -129,23 +133,27 @@ class SupabaseRecords(RecordsStore):
     def recent_logs(self, project_id: UUID, *, limit: int = 50) -> list[AgentLog]:
         response = self._call(
             "read agent_logs",
-            lambda: self.client.table("agent_logs")
-            .select("*")
-            .eq("project_id", str(project_id))
-            .order("created_at", desc=True)
-            .limit(limit)
-            .execute(),
+            lambda: (
+                self.client.table("agent_logs")
+                .select("*")
+                .eq("project_id", str(project_id))
+                .order("created_at", desc=True)
+                .limit(limit)
+                .execute()
+            ),
         )
         return [AgentLog.model_validate(r) for r in _rows(response)]
 
     def list_models(self, project_id: UUID) -> list[ModelRecord]:
         response = self._call(
             "read models",
-            lambda: self.client.table("models")
-            .select("*")
-            .eq("project_id", str(project_id))
-            .order("created_at")
-            .execute(),
+            lambda: (
+                self.client.table("models")
+                .select("*")
+                .eq("project_id", str(project_id))
+                .order("created_at")
+                .execute()
+            ),
         )
         return [ModelRecord.model_validate(r) for r in _rows(response)]
 
@@ -164,4 +172,6 @@ class SupabaseRecords(RecordsStore):
         return Dataset.model_validate(_rows(response)[0])
 
     def ping(self) -> None:
-        self._call("check the connection", lambda: self.client.table("projects").select("id").limit(1).execute())
+        self._call(
+            "check the connection", lambda: self.client.table("projects").select("id").limit(1).execute()
+        )

@@ -57,4 +57,3 @@ class ObjectStorage:
             self.gcs.delete(parsed)
         else:
             local.delete(parsed.path)
-

@@ -7,6 +7,7 @@ emulator with anonymous credentials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ T = TypeVar("T")
 def make_client(credentials_file: Path | None, project: str | None) -> Any:
     try:
         if os.environ.get("STORAGE_EMULATOR_HOST"):
-            return storage.Client(project=project or "local", credentials=AnonymousCredentials())
+            return storage.Client(project=project or "local", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
         if credentials_file is not None:
             return storage.Client.from_service_account_json(str(credentials_file), project=project)
         return storage.Client(project=project)
@@ -71,10 +72,8 @@ class GcsBackend:
         return bool(self._call(url, "check", lambda: self._blob(url).exists()))
 
     def delete(self, url: GcsURL) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFoundError):  # already gone is what we wanted
             self._call(url, "delete", lambda: self._blob(url).delete())
-        except ObjectNotFoundError:
-            pass
 
     def ping(self, bucket: str) -> None:
         self._call(GcsURL(bucket, ""), "reach the bucket", lambda: self.client.get_bucket(bucket))

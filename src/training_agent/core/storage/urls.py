@@ -44,7 +44,9 @@ def parse_gcs_url(url: str) -> GcsURL:
             f"{url!r}: {bucket!r} is not a valid bucket name (lowercase letters, digits, '-', '_', '.')"
         )
     if not blob or blob.endswith("/"):
-        raise InvalidInputError(f"{url!r} names a bucket or folder, not an object; expected gs://{bucket}/<path>")
+        raise InvalidInputError(
+            f"{url!r} names a bucket or folder, not an object; expected gs://{bucket}/<path>"
+        )
     if any(ch in blob for ch in "\r\n") or "//" in blob:
         raise InvalidInputError(f"{url!r} has an invalid object path")
     return GcsURL(bucket=bucket, blob=blob)

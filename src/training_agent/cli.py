@@ -1,4 +1,4 @@
-"""The `training-agent` command: `train` one project, or run the `demo`."""
+"""The `training-agent` command: `serve` the API, `train` one project, or run the `demo`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained.add_argument(
         "--no-pretrained", dest="pretrained", action="store_false", help="train from scratch"
     )
+    demo.add_argument("--api-url", help="use this running API server (sharing these records) instead of an in-process one")
+    demo.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds to wait for the run")
     demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", help="interface to bind (default TRAINING_AGENT_API_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default TRAINING_AGENT_API_PORT, 8000)")
     return parser
 
 
@@ -109,10 +115,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         pretrained=args.pretrained,
+        api_url=args.api_url,
+        timeout_s=args.timeout,
     )
     exit_code, summary = run_demo(options, settings, open_records(settings))
     print(json.dumps(summary, default=str) if args.json else format_summary(summary))
     return exit_code
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from training_agent.api.server import serve
+
+    serve(settings, args.host or settings.api_host, args.port if args.port is not None else settings.api_port)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         configure_logging(settings.log_level)
-        handler = {"train": cmd_train, "demo": cmd_demo}[args.command]
+        handler = {"train": cmd_train, "demo": cmd_demo, "serve": cmd_serve}[args.command]
         return handler(args, settings)
     except ConfigurationError as exc:
         print(f"training-agent: {exc}", file=sys.stderr)

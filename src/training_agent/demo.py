@@ -1,23 +1,35 @@
 """`training-agent demo`: play the other agents (a project and its dataset), then train it end to end.
 
-The trainer runs as a child process started the way the API's local executor starts it, against whatever
-records and storage the settings select (embedded SQLite and a local folder by default).
+The run goes through the HTTP API exactly as the MCP server's would (POST start, then GET status), and the
+API's executor runs the trainer (a child process with the local executor), against whatever records and
+storage the settings select: embedded SQLite and a local folder by default.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from training_agent.core.errors import TrainingAgentError
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
-from training_agent.core.trainer_process import start_trainer
 from training_agent.synthetic import write_shapes_zip
+
+logger = logging.getLogger("training_agent.demo")
+_POLL_S = 0.5
+
+
+class DemoError(TrainingAgentError):
+    """The demo could not start or follow its run."""
 
 
 @dataclass(frozen=True)
@@ -28,9 +40,10 @@ class DemoOptions:
     image_size: int = 64
     batch_size: int = 16
     learning_rate: float = 0.001
-    pretrained: bool | None = (
-        None  # None: use cached pretrained weights when present, else train from scratch
-    )
+    # None: use cached pretrained weights when present, else train from scratch.
+    pretrained: bool | None = None
+    api_url: str | None = None  # None: serve the API in-process for the demo
+    timeout_s: float = 3600.0
 
 
 def pretrained_weights_cached(model: str) -> bool:
@@ -60,12 +73,14 @@ def _stage_dataset(storage: ObjectStorage, dataset: str | None, run_tag: str) ->
 
 
 def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) -> tuple[int, dict[str, Any]]:
-    """Create the project, run the trainer, and return (exit code, summary)."""
+    """Create the project, start it through the API, follow it to the end; returns (exit code, summary).
+
+    With `options.api_url` the demo talks to that server (which must share these records); otherwise it
+    serves the API itself on a free loopback port for the length of the demo.
+    """
     storage = ObjectStorage(settings)
     run_tag = uuid.uuid4().hex[:8]
-    pretrained = (
-        pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
-    )
+    pretrained = pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
     dataset_url = _stage_dataset(storage, options.dataset, run_tag)
     metadata = {
         "preferred_model": options.model,
@@ -75,16 +90,45 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
         "learning_rate": options.learning_rate,
         "pretrained": pretrained,
     }
-    project = records.create_project(
-        f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata
-    )
+    project = records.create_project(f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata)
     records.create_dataset(project.id, gcs_url=dataset_url, name=f"demo-{run_tag}")
-    # Claim it the way the API will: a compare-and-set to `training`, then start the worker.
-    records.transition_project(
-        project.id, from_status=ProjectStatus.PENDING_TRAINING.value, to_status=ProjectStatus.TRAINING.value
-    )
-    exit_code = start_trainer(project.id, claimed=True).wait()
-    return exit_code, summarize(records, project.id, dataset_url)
+    api_key = settings.mcp_api_key.get_secret_value() if settings.mcp_api_key else None
+    if options.api_url:
+        follow_through_api(options.api_url, project.id, api_key, options.timeout_s)
+    else:
+        from training_agent.api.main import create_app
+        from training_agent.api.server import background_server
+
+        with background_server(create_app(settings, records=records)) as url:
+            follow_through_api(url, project.id, api_key, options.timeout_s)
+    summary = summarize(records, project.id, dataset_url)
+    error = summary["error"] or {}
+    exit_code = 0 if summary["status"] == ProjectStatus.PENDING_EVALUATION.value else int(error.get("exit_code") or 1)
+    return exit_code, summary
+
+
+def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None, timeout_s: float) -> None:
+    """POST the start, then poll the status until the project leaves `training`, echoing each epoch."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        started = client.post("/agents/training/start", json={"project_id": str(project_id)})
+        if started.status_code != 200:
+            raise DemoError(f"The API refused the start ({started.status_code}): {started.json().get('detail')}")
+        status_url = started.json()["status_url"]
+        logger.info("Started %s; following %s%s", started.json()["run_name"], base_url, status_url)
+        deadline = time.monotonic() + timeout_s
+        last_epoch = 0
+        while time.monotonic() < deadline:
+            state = client.get(status_url, params={"limit": 0}).json()
+            progress = state["progress"]
+            if progress["epoch"] != last_epoch:
+                last_epoch = progress["epoch"]
+                logger.info("status: epoch %s/%s, val_accuracy %s, eta %ss", progress["epoch"],
+                            progress["total_epochs"], progress["val_accuracy"], progress["eta_seconds"])
+            if state["status"] != ProjectStatus.TRAINING.value:
+                return
+            time.sleep(_POLL_S)
+    raise DemoError(f"The run did not finish within {timeout_s:.0f} s; it goes on: see {base_url}{status_url}")
 
 
 def summarize(records: RecordsStore, project_id: uuid.UUID, dataset_url: str) -> dict[str, Any]:

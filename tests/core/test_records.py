@@ -36,6 +36,14 @@ def test_project_round_trip(store: RecordsStore) -> None:
     assert store.get_project(uuid4()) is None
 
 
+def test_projects_in_status(store: RecordsStore) -> None:
+    first = store.create_project("a", status="training", metadata={})
+    store.create_project("b", status="pending_training", metadata={})
+    second = store.create_project("c", status="training", metadata={})
+    assert [p.id for p in store.projects_in_status("training")] == [first.id, second.id]
+    assert store.projects_in_status("failed") == []
+
+
 def test_latest_dataset(store: RecordsStore) -> None:
     project = store.create_project("p", status="pending_training", metadata={})
     assert store.latest_dataset(project.id) is None

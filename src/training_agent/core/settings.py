@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     device: Device = "auto"
     log_every_steps: int = Field(default=10, gt=0)
 
+    # The API (`training-agent serve`).
+    executor: Literal["local"] = "local"
+    max_concurrent_runs: int = Field(default=1, ge=1)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    max_request_bytes: int = Field(default=64 * 1024, gt=0)
+    cors_origins: str = ""  # comma-separated; empty: no CORS headers at all
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -99,6 +107,10 @@ class Settings(BaseSettings):
         if (self.supabase_url is None) != (self.supabase_key is None):
             raise ValueError("SUPABASE_URL and SUPABASE_KEY must be set together (or neither, for SQLite)")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def uses_supabase(self) -> bool:

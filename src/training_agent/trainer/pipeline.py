@@ -7,6 +7,7 @@ Every step is named, so a failure says where it happened; every failure ends wit
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import traceback
@@ -144,7 +145,9 @@ class TrainingRun:
             raise
 
     def _train(self, project: Project, tmp: Path) -> RunResult:
-        self.log.info("Training initiated", project_name=project.name, metadata=project.metadata)
+        # Claimed runs were already announced as "Training initiated" by whoever claimed them (the API).
+        announcement = "Trainer started" if self.claimed else "Training initiated"
+        self.log.info(announcement, project_name=project.name, metadata=project.metadata, pid=os.getpid())
         self._enter("load_dataset")
         dataset = self.records.latest_dataset(self.project_id)
         if dataset is None or not dataset.gcs_url:
@@ -241,6 +244,7 @@ class TrainingRun:
                 f"Epoch {record['epoch']}/{config.epochs}: train_loss={record['train_loss']:.4f} "
                 f"val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f}",
                 **record,
+                total_epochs=config.epochs,
             )
 
         options = FitOptions(config.epochs, config.learning_rate, self.settings.log_every_steps)
@@ -341,7 +345,7 @@ class TrainingRun:
 
     def _rejected(self, exc: TrainingAgentError) -> RunResult:
         """Refused before claiming the project: report it, but change nothing."""
-        error = self._error_details(exc)
+        error = {**self._error_details(exc), "exit_code": exc.exit_code}
         self.log.error(f"Training not started: {error['message']}", **error)
         current = self.records.get_project(self.project_id) if self.log.project_id else None
         return RunResult(
@@ -349,8 +353,8 @@ class TrainingRun:
         )
 
     def _fail(self, exc: BaseException) -> RunResult:
-        error = self._error_details(exc)
         exit_code = exc.exit_code if isinstance(exc, TrainingAgentError) else EXIT_FAILED
+        error = {**self._error_details(exc), "exit_code": exit_code}
         self.log.error(f"Training failed at step {self.step}: {error['message']}", **error)
         status = None
         try:

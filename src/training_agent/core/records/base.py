@@ -27,6 +27,10 @@ class RecordsStore(abc.ABC):
         """The project, or None when there is no such id."""
 
     @abc.abstractmethod
+    def projects_in_status(self, status: str, *, limit: int = 1000) -> list[Project]:
+        """Projects in `status`, oldest update first."""
+
+    @abc.abstractmethod
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
         """The project's newest dataset row, or None."""
 

@@ -115,6 +115,13 @@ class SQLiteRecords(RecordsStore):
             row = db.execute("SELECT * FROM projects WHERE id = ?", (str(project_id),)).fetchone()
         return Project.model_validate(_row_dict(row)) if row else None
 
+    def projects_in_status(self, status: str, *, limit: int = 1000) -> list[Project]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM projects WHERE status = ? ORDER BY updated_at, rowid LIMIT ?", (status, limit)
+            ).fetchall()
+        return [Project.model_validate(_row_dict(r)) for r in rows]
+
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
         with self._connect() as db:
             row = db.execute(

@@ -59,6 +59,18 @@ class SupabaseRecords(RecordsStore):
         rows = _rows(response)
         return Project.model_validate(rows[0]) if rows else None
 
+    def projects_in_status(self, status: str, *, limit: int = 1000) -> list[Project]:
+        response = self._call(
+            "list projects",
+            lambda: self.client.table("projects")
+            .select("*")
+            .eq("status", status)
+            .order("updated_at")
+            .limit(limit)
+            .execute(),
+        )
+        return [Project.model_validate(r) for r in _rows(response)]
+
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
         response = self._call(
             "read the dataset",

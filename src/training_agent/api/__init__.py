@@ -1,0 +1,1 @@
+"""The control plane: a FastAPI app that accepts training requests and reports their progress."""

@@ -1,0 +1,60 @@
+"""Dependencies for the routes. The app keeps one records store and one executor in `app.state`;
+settings come through `get_settings`, which tests override."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from training_agent.api.executors import Executor
+from training_agent.api.metrics import ApiMetrics
+from training_agent.core.records import RecordsStore
+from training_agent.core.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_records(request: Request) -> RecordsStore:
+    records: RecordsStore = request.app.state.records
+    return records
+
+
+def get_executor(request: Request) -> Executor:
+    executor: Executor = request.app.state.executor
+    return executor
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RecordsDep = Annotated[RecordsStore, Depends(get_records)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+_bearer = HTTPBearer(auto_error=False, description="MCP_API_KEY, when the server has one set")
+
+
+def require_api_key(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """With MCP_API_KEY set, callers must send `Authorization: Bearer <key>`."""
+    if settings.mcp_api_key is None:
+        return
+    expected = settings.mcp_api_key.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials else b""
+    # Constant-time comparison: response timing must not reveal how much of a guess was right.
+    if not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="Missing or invalid API key: send 'Authorization: Bearer <MCP_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,36 @@
+"""Executors run accepted training runs. `local` runs child processes; `kubernetes` will create
+TrainingRun resources. Both receive a project already moved to `training` by the API."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from uuid import UUID
+
+from training_agent.core.runs import RunInfo, RunPhase
+
+# Called once per run that ends (phase Succeeded or Failed), e.g. to count it in /metrics.
+OnFinish = Callable[[UUID, RunPhase], None]
+
+
+class Executor(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def submit(self, project_id: UUID) -> RunInfo:
+        """Queue or start the run for a project that is now `training`."""
+
+    @abc.abstractmethod
+    def describe(self, project_id: UUID) -> RunInfo | None:
+        """The run as this executor knows it, or None if it knows nothing of it."""
+
+    @abc.abstractmethod
+    def recover(self) -> None:
+        """At start-up: settle runs left behind by a previous server process."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """At shutdown: stop what runs, so that no project stays `training` with nobody working on it."""
+
+    def ping(self) -> None:
+        """Raise if the executor cannot take runs (a cluster unreachable, ...)."""

@@ -1,0 +1,100 @@
+"""Assemble the FastAPI app: routers, middleware, error handlers, and the executor's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from training_agent import __version__
+from training_agent.api.errors import ApiError
+from training_agent.api.executors import Executor, make_executor
+from training_agent.api.metrics import ApiMetrics
+from training_agent.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from training_agent.api.routes import health, training
+from training_agent.core.errors import RecordsError, StorageError
+from training_agent.core.records import RecordsStore, open_records
+from training_agent.core.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Trains torchvision image classifiers for the AutoML agents.
+
+`POST /agents/training/start` accepts a project in `pending_training`; `GET /agents/training/status/{id}`
+follows it to `pending_evaluation` or `failed`. With `MCP_API_KEY` set, the training routes need
+`Authorization: Bearer <key>`."""
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RecordsError)
+    @app.exception_handler(StorageError)
+    async def dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("request %s: %s", _request_id(request), exc)
+        return JSONResponse({"detail": f"A backing service is unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback stays in the server log, found by the request id the client got.
+        request_id = _request_id(request)
+        logger.error("request %s failed", request_id, exc_info=exc)
+        return JSONResponse(
+            {"detail": f"Internal server error (request id {request_id})"},
+            status_code=500,
+            headers={"x-request-id": request_id},
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    records: RecordsStore | None = None,
+    executor: Executor | None = None,
+) -> FastAPI:
+    """The app. Without arguments it uses the environment's settings, records and executor."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.records = records or open_records(settings)
+        app.state.executor = executor or make_executor(
+            settings,
+            app.state.records,
+            on_finish=lambda _project, phase: metrics.run_finished(settings.executor, phase),
+        )
+        # Runs a previous server process left behind are settled before new ones are accepted.
+        await run_in_threadpool(app.state.executor.recover)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.state.executor.shutdown)
+
+    app = FastAPI(title="Training Agent", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.include_router(training.router)
+    app.include_router(health.router)
+    _install_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

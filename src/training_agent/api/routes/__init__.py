@@ -1,0 +1,1 @@
+"""One module per noun: training runs, and the service's own health."""

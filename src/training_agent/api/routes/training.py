@@ -1,0 +1,54 @@
+"""Start a project's training and follow it (Requirements 9.1, 9.2)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+
+from training_agent.api import service
+from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep, require_api_key
+from training_agent.api.schemas import ErrorResponse, StartRequest, StartResponse, StatusResponse
+
+router = APIRouter(prefix="/agents/training", tags=["training"], dependencies=[Depends(require_api_key)])
+
+_AUTH = {401: {"model": ErrorResponse, "description": "MCP_API_KEY is set and the bearer token is missing or wrong"}}
+
+
+@router.post(
+    "/start",
+    response_model=StartResponse,
+    responses={
+        **_AUTH,
+        400: {"model": ErrorResponse, "description": "Not in `pending_training`, or no dataset"},
+        404: {"model": ErrorResponse, "description": "No such project"},
+        409: {"model": ErrorResponse, "description": "Another request started it first"},
+        503: {"model": ErrorResponse, "description": "Records store or executor unavailable"},
+    },
+)
+async def start(
+    body: StartRequest, records: RecordsDep, executor: ExecutorDep, settings: SettingsDep, metrics: MetricsDep
+) -> StartResponse:
+    """Start training a project in `pending_training`; it moves to `training` and a run begins."""
+    response = await run_in_threadpool(
+        service.start_training, body.project_id, records, executor, settings.agent_name
+    )
+    metrics.runs_started.labels(executor=executor.name).inc()
+    return response
+
+
+@router.get(
+    "/status/{project_id}",
+    response_model=StatusResponse,
+    responses={**_AUTH, 404: {"model": ErrorResponse, "description": "No such project"}},
+)
+async def status(
+    project_id: UUID,
+    records: RecordsDep,
+    executor: ExecutorDep,
+    limit: Annotated[int, Query(ge=0, le=500, description="How many of the newest agent_logs rows")] = 20,
+) -> StatusResponse:
+    """A project's status, its run's phase and progress, the model URL or the error, and recent logs."""
+    return await run_in_threadpool(service.training_status, project_id, records, executor, limit)

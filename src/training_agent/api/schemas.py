@@ -1,0 +1,107 @@
+"""Request and response bodies; their docstrings and examples become the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training_agent.core.runs import Progress, RunInfo
+
+_PROJECT_ID = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f"
+
+
+class StartRequest(BaseModel):
+    """Start training a project that is in `pending_training`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"project_id": _PROJECT_ID}]})
+
+    project_id: UUID
+
+
+class StartResponse(BaseModel):
+    """The run was accepted: the project is now `training`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": _PROJECT_ID,
+                    "run_name": f"tr-{_PROJECT_ID}",
+                    "status": "training",
+                    "phase": "Running",
+                    "queue_position": None,
+                    "status_url": f"/agents/training/status/{_PROJECT_ID}",
+                }
+            ]
+        }
+    )
+
+    project_id: UUID
+    run_name: str
+    status: Literal["training"] = "training"
+    phase: str
+    queue_position: int | None = None
+    status_url: str
+
+
+class LogEntry(BaseModel):
+    created_at: datetime | None
+    log_level: str
+    agent_name: str
+    message: str
+    metadata: dict[str, Any]
+
+
+class StatusResponse(BaseModel):
+    """A project's training state: status, run phase, progress, result or error, and recent logs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": _PROJECT_ID,
+                    "project_name": "flowers",
+                    "status": "training",
+                    "run": {"name": f"tr-{_PROJECT_ID}", "executor": "local", "phase": "Running", "pid": 4242},
+                    "progress": {"epoch": 3, "total_epochs": 10, "train_loss": 0.41, "val_accuracy": 0.87,
+                                 "images_per_s": 812.5, "eta_seconds": 96.0},
+                    "model_url": None,
+                    "error": None,
+                    "logs": [],
+                }
+            ]
+        }
+    )
+
+    project_id: UUID
+    project_name: str
+    status: str
+    run: RunInfo | None
+    progress: Progress
+    model_url: str | None
+    error: dict[str, Any] | None
+    logs: list[LogEntry]
+
+
+class HealthResponse(BaseModel):
+    """The process is up (liveness)."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    executor: str
+
+
+class ReadyResponse(BaseModel):
+    """Whether the records store and storage can be reached; each check is `ok` or the error."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
+class ErrorResponse(BaseModel):
+    """Every error has this shape (validation errors carry a list of problems instead of a string)."""
+
+    detail: str | list[dict[str, Any]] = Field(examples=["Project 6f1c... not found"])

@@ -1,0 +1,129 @@
+"""What the routes do, apart from HTTP: accept a start (validate, claim, hand to the executor) and assemble
+a project's status. Executor-agnostic, so the kubernetes executor reuses it unchanged."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailable
+from training_agent.api.executors import Executor
+from training_agent.api.schemas import LogEntry, StartResponse, StatusResponse
+from training_agent.core.logs import AgentLog
+from training_agent.core.records import ProjectStatus, RecordsStore
+from training_agent.core.records.models import AgentLog as AgentLogRow
+from training_agent.core.records.models import Project, utcnow
+from training_agent.core.runs import RunInfo, RunPhase, progress_from_epochs, run_name
+
+logger = logging.getLogger(__name__)
+
+INITIATED = "Training initiated"
+_DEFAULT_EPOCHS = 10
+
+
+def status_url(project_id: UUID) -> str:
+    return f"/agents/training/status/{project_id}"
+
+
+def start_training(project_id: UUID, records: RecordsStore, executor: Executor, agent_name: str) -> StartResponse:
+    """Requirement 1.1-1.5: check the project and its dataset, claim it, hand it to the executor."""
+    project = records.get_project(project_id)
+    if project is None:
+        raise NotFound(f"Project {project_id} not found")
+    if project.status != ProjectStatus.PENDING_TRAINING.value:
+        raise BadRequest(
+            f"Project {project_id} is in status {project.status!r}; only projects in 'pending_training' can be "
+            "started"
+        )
+    dataset = records.latest_dataset(project_id)
+    if dataset is None or not dataset.gcs_url:
+        raise BadRequest(f"Project {project_id} has no dataset with a gcs_url; register its dataset first")
+    name = run_name(project_id)
+    claimed = records.transition_project(
+        project_id,
+        from_status=ProjectStatus.PENDING_TRAINING.value,
+        to_status=ProjectStatus.TRAINING.value,
+        metadata_patch={"training_run": {"name": name, "executor": executor.name, "accepted_at": utcnow().isoformat()}},
+    )
+    if claimed is None:
+        # Another request claimed it between our read and our compare-and-set.
+        raise Conflict(f"Project {project_id} was just started by another request; see {status_url(project_id)}")
+    log = AgentLog(records, project_id, agent_name)
+    log.info(INITIATED, run_name=name, executor=executor.name, dataset_url=dataset.gcs_url)
+    try:
+        run = executor.submit(project_id)
+    except Exception as exc:
+        message = f"The {executor.name} executor could not take the run: {exc}"
+        log.error(message)
+        records.transition_project(
+            project_id,
+            from_status=ProjectStatus.TRAINING.value,
+            to_status=ProjectStatus.FAILED.value,
+            metadata_patch={"error": {"message": message, "type": type(exc).__name__, "step": "submit",
+                                      "traceback": None, "failed_at": utcnow().isoformat()}},
+        )
+        raise Unavailable(message) from exc
+    return StartResponse(
+        project_id=project_id,
+        run_name=name,
+        phase=run.phase.value,
+        queue_position=run.queue_position,
+        status_url=status_url(project_id),
+    )
+
+
+def _run_from_records(project: Project) -> RunInfo | None:
+    """The run as the records tell it, for runs this server process did not start (or forgot)."""
+    run: dict[str, Any] = project.metadata.get("training_run") or {}
+    if not run:
+        return None
+    phase = {
+        ProjectStatus.TRAINING.value: RunPhase.RUNNING,
+        ProjectStatus.FAILED.value: RunPhase.FAILED,
+        ProjectStatus.PENDING_TRAINING.value: RunPhase.PENDING,
+    }.get(project.status, RunPhase.SUCCEEDED)
+    return RunInfo(
+        name=str(run.get("name") or run_name(project.id)),
+        executor=str(run.get("executor") or "unknown"),
+        phase=phase,
+        pid=run.get("pid") if isinstance(run.get("pid"), int) else None,
+    )
+
+
+def _current_run_logs(logs: list[AgentLogRow]) -> list[AgentLogRow]:
+    """The newest-first rows back to (and including) the latest 'Training initiated'."""
+    current = []
+    for row in logs:
+        current.append(row)
+        if row.message == INITIATED:
+            break
+    return current
+
+
+def training_status(project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int) -> StatusResponse:
+    """Requirement 9.2: status, run phase, progress, model URL or error, and the latest logs."""
+    project = records.get_project(project_id)
+    if project is None:
+        raise NotFound(f"Project {project_id} not found")
+    run = executor.describe(project_id) or _run_from_records(project)
+    recent = records.recent_logs(project_id, limit=max(log_limit, 200))
+    epochs = [
+        row.metadata for row in reversed(_current_run_logs(recent))
+        if "epoch" in row.metadata and "train_loss" in row.metadata
+    ]
+    total = project.metadata.get("epochs") if isinstance(project.metadata.get("epochs"), int) else _DEFAULT_EPOCHS
+    if epochs and isinstance(epochs[-1].get("total_epochs"), int):
+        total = epochs[-1]["total_epochs"]
+    models = records.list_models(project_id)
+    error = project.metadata.get("error") if project.status == ProjectStatus.FAILED.value else None
+    return StatusResponse(
+        project_id=project_id,
+        project_name=project.name,
+        status=project.status,
+        run=run,
+        progress=progress_from_epochs(epochs, total),
+        model_url=models[-1].gcs_url if models else None,
+        error=error if isinstance(error, dict) else None,
+        logs=[LogEntry.model_validate(row.model_dump()) for row in recent[:log_limit]],
+    )

@@ -108,6 +108,18 @@ class Settings(BaseSettings):
             raise ValueError("SUPABASE_URL and SUPABASE_KEY must be set together (or neither, for SQLite)")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (trainers) to read back."""
+        env = {}
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[env_name(field)] = str(value)
+        return env
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -91,7 +91,7 @@ class LocalExecutor(Executor):
 
     def _start(self, project_id: UUID) -> None:
         try:
-            proc = start_trainer(project_id, claimed=True)
+            proc = start_trainer(project_id, claimed=True, env={**os.environ, **self.settings.to_env()})
         except OSError as exc:
             with self._lock:
                 self._procs.pop(project_id, None)

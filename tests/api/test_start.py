@@ -1,0 +1,149 @@
+"""POST /agents/training/start: validation, status codes, the compare-and-set claim, the local executor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import wait_for_status
+from tests.conftest import seed_project
+from training_agent.core.records import Project, RecordsStore
+from training_agent.core.runs import RunPhase
+
+START = "/agents/training/start"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"project_id": "not-a-uuid"}, {"project_id": 42}, {"project_id": str(uuid4()), "epochs": 3}, []],
+    ids=["missing", "not-uuid", "number", "extra-field", "not-an-object"],
+)
+def test_invalid_bodies_are_422(client: TestClient, body: object) -> None:
+    response = client.post(START, json=body)
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], list)
+
+
+def test_non_json_body_is_422(client: TestClient) -> None:
+    response = client.post(START, content=b"project_id=1", headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+
+
+def test_unknown_project_is_404(client: TestClient) -> None:
+    missing = uuid4()
+    response = client.post(START, json={"project_id": str(missing)})
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Project {missing} not found"}
+
+
+def test_wrong_status_is_400_naming_it(client: TestClient, api_records: RecordsStore) -> None:
+    project = seed_project(api_records, "gs://bucket/x.zip", status="pending_evaluation")
+    response = client.post(START, json={"project_id": str(project.id)})
+    assert response.status_code == 400
+    assert "is in status 'pending_evaluation'" in response.json()["detail"]
+    assert api_records.get_project(project.id).status == "pending_evaluation"  # type: ignore[union-attr]
+
+
+def test_no_dataset_is_400(client: TestClient, api_records: RecordsStore) -> None:
+    project = seed_project(api_records, None)
+    response = client.post(START, json={"project_id": str(project.id)})
+    assert response.status_code == 400
+    assert "no dataset" in response.json()["detail"]
+    assert api_records.get_project(project.id).status == "pending_training"  # type: ignore[union-attr]
+
+
+def test_start_runs_the_trainer_to_pending_evaluation(
+    client: TestClient, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    project = ready_project()
+    response = client.post(START, json={"project_id": str(project.id)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["project_id"] == str(project.id)
+    assert body["run_name"] == f"tr-{project.id}"
+    assert body["status"] == "training"
+    assert body["phase"] in ("Running", "Queued")
+    assert body["status_url"] == f"/agents/training/status/{project.id}"
+    assert api_records.get_project(project.id).status == "training"  # type: ignore[union-attr]
+
+    done = wait_for_status(api_records, project.id, {"pending_evaluation", "failed"})
+    assert done.status == "pending_evaluation", done.metadata.get("error")
+    messages = [log.message for log in reversed(api_records.recent_logs(project.id, limit=100))]
+    assert messages[0] == "Training initiated" and messages.count("Training initiated") == 1
+    assert messages[1] == "Trainer started"
+    assert done.metadata["training_run"]["executor"] == "local"
+    assert isinstance(done.metadata["training_run"]["pid"], int)
+
+    again = client.post(START, json={"project_id": str(project.id)})
+    assert again.status_code == 400  # it is pending_evaluation now: never a second run
+
+
+def test_parallel_starts_make_one_run(
+    client: TestClient, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    project = ready_project()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda _: client.post(START, json={"project_id": str(project.id)}), range(20)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == 1, codes
+    assert set(codes) <= {200, 400, 409}
+    wait_for_status(api_records, project.id, {"pending_evaluation", "failed"})
+    messages = [log.message for log in api_records.recent_logs(project.id, limit=200)]
+    assert messages.count("Training initiated") == 1 and messages.count("Trainer started") == 1
+    assert len(api_records.list_models(project.id)) == 1
+
+
+def test_runs_beyond_the_limit_wait_in_order(
+    client: TestClient, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    first, second, third = ready_project(epochs=2), ready_project(), ready_project()
+    bodies = [client.post(START, json={"project_id": str(p.id)}).json() for p in (first, second, third)]
+    assert [b["phase"] for b in bodies] == ["Running", "Queued", "Queued"]
+    assert [b["queue_position"] for b in bodies] == [None, 1, 2]
+    status = client.get(f"/agents/training/status/{third.id}").json()
+    assert status["run"]["phase"] in ("Queued", "Running", "Succeeded")
+    for project in (first, second, third):
+        assert wait_for_status(api_records, project.id, {"pending_evaluation", "failed"}).status == (
+            "pending_evaluation"
+        )
+    finished = [api_records.get_project(p.id).metadata["training_run"]["started_at"] for p in (first, second, third)]  # type: ignore[union-attr]
+    assert finished == sorted(finished)  # started one after the other, in arrival order
+
+
+def test_trainer_killed_without_reporting_fails_the_project(
+    client: TestClient, app: object, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    project = ready_project(epochs=200)
+    assert client.post(START, json={"project_id": str(project.id)}).status_code == 200
+    executor = client.app.state.executor  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while (info := executor.describe(project.id)).pid is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(info.pid, signal.SIGKILL)
+    failed = wait_for_status(api_records, project.id, {"failed", "pending_evaluation"})
+    assert failed.status == "failed"
+    assert failed.metadata["error"]["message"] == (
+        "The trainer process exited with code -9 without reporting a result"
+    )
+    assert failed.metadata["error"]["step"] == "worker"
+    assert executor.describe(project.id).phase == RunPhase.FAILED
+    assert executor.describe(project.id).exit_code == -9
+
+
+def test_executor_refusing_the_run_is_503_and_fails_the_project(
+    client: TestClient, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    client.app.state.executor.shutdown()  # type: ignore[attr-defined]
+    project = ready_project()
+    response = client.post(START, json={"project_id": str(project.id)})
+    assert response.status_code == 503
+    assert "could not take the run" in response.json()["detail"]
+    stored = api_records.get_project(project.id)
+    assert stored is not None and stored.status == "failed" and stored.metadata["error"]["step"] == "submit"

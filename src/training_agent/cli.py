@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained.add_argument(
         "--no-pretrained", dest="pretrained", action="store_false", help="train from scratch"
     )
-    demo.add_argument("--api-url", help="use this running API server (sharing these records) instead of an in-process one")
+    demo.add_argument(
+        "--api-url", help="use this running API server (sharing these records) instead of an in-process one"
+    )
     demo.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds to wait for the run")
     demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 

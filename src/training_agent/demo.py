@@ -80,7 +80,9 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
     """
     storage = ObjectStorage(settings)
     run_tag = uuid.uuid4().hex[:8]
-    pretrained = pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
+    pretrained = (
+        pretrained_weights_cached(options.model) if options.pretrained is None else options.pretrained
+    )
     dataset_url = _stage_dataset(storage, options.dataset, run_tag)
     metadata = {
         "preferred_model": options.model,
@@ -90,7 +92,9 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
         "learning_rate": options.learning_rate,
         "pretrained": pretrained,
     }
-    project = records.create_project(f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata)
+    project = records.create_project(
+        f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata
+    )
     records.create_dataset(project.id, gcs_url=dataset_url, name=f"demo-{run_tag}")
     api_key = settings.mcp_api_key.get_secret_value() if settings.mcp_api_key else None
     if options.api_url:
@@ -103,7 +107,9 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
             follow_through_api(url, project.id, api_key, options.timeout_s)
     summary = summarize(records, project.id, dataset_url)
     error = summary["error"] or {}
-    exit_code = 0 if summary["status"] == ProjectStatus.PENDING_EVALUATION.value else int(error.get("exit_code") or 1)
+    exit_code = (
+        0 if summary["status"] == ProjectStatus.PENDING_EVALUATION.value else int(error.get("exit_code") or 1)
+    )
     return exit_code, summary
 
 
@@ -113,7 +119,9 @@ def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         started = client.post("/agents/training/start", json={"project_id": str(project_id)})
         if started.status_code != 200:
-            raise DemoError(f"The API refused the start ({started.status_code}): {started.json().get('detail')}")
+            raise DemoError(
+                f"The API refused the start ({started.status_code}): {started.json().get('detail')}"
+            )
         status_url = started.json()["status_url"]
         logger.info("Started %s; following %s%s", started.json()["run_name"], base_url, status_url)
         deadline = time.monotonic() + timeout_s
@@ -123,12 +131,19 @@ def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None
             progress = state["progress"]
             if progress["epoch"] != last_epoch:
                 last_epoch = progress["epoch"]
-                logger.info("status: epoch %s/%s, val_accuracy %s, eta %ss", progress["epoch"],
-                            progress["total_epochs"], progress["val_accuracy"], progress["eta_seconds"])
+                logger.info(
+                    "status: epoch %s/%s, val_accuracy %s, eta %ss",
+                    progress["epoch"],
+                    progress["total_epochs"],
+                    progress["val_accuracy"],
+                    progress["eta_seconds"],
+                )
             if state["status"] != ProjectStatus.TRAINING.value:
                 return
             time.sleep(_POLL_S)
-    raise DemoError(f"The run did not finish within {timeout_s:.0f} s; it goes on: see {base_url}{status_url}")
+    raise DemoError(
+        f"The run did not finish within {timeout_s:.0f} s; it goes on: see {base_url}{status_url}"
+    )
 
 
 def summarize(records: RecordsStore, project_id: uuid.UUID, dataset_url: str) -> dict[str, Any]:

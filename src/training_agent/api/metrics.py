@@ -15,18 +15,25 @@ class ApiMetrics:
 
     def __post_init__(self) -> None:
         self.runs_started = Counter(
-            "training_agent_runs_started_total", "Training runs accepted", ["executor"], registry=self.registry
+            "training_agent_runs_started_total",
+            "Training runs accepted",
+            ["executor"],
+            registry=self.registry,
         )
         self.runs_finished = Counter(
-            "training_agent_runs_finished_total", "Training runs that ended, by outcome", ["executor", "outcome"],
+            "training_agent_runs_finished_total",
+            "Training runs that ended, by outcome",
+            ["executor", "outcome"],
             registry=self.registry,
         )
         self.runs_active = Gauge(
             "training_agent_runs_active", "Runs running or queued now", ["state"], registry=self.registry
         )
         self.request_seconds = Histogram(
-            "training_agent_http_request_duration_seconds", "HTTP request latency",
-            ["method", "route", "status"], registry=self.registry,
+            "training_agent_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
 
     def run_finished(self, executor: str, phase: RunPhase) -> None:

@@ -19,6 +19,10 @@ from training_agent.core.runs import RunInfo, RunPhase, progress_from_epochs, ru
 logger = logging.getLogger(__name__)
 
 INITIATED = "Training initiated"
+_TERMINAL_PHASES = {
+    ProjectStatus.PENDING_EVALUATION.value: RunPhase.SUCCEEDED,
+    ProjectStatus.FAILED.value: RunPhase.FAILED,
+}
 _DEFAULT_EPOCHS = 10
 
 
@@ -26,15 +30,17 @@ def status_url(project_id: UUID) -> str:
     return f"/agents/training/status/{project_id}"
 
 
-def start_training(project_id: UUID, records: RecordsStore, executor: Executor, agent_name: str) -> StartResponse:
+def start_training(
+    project_id: UUID, records: RecordsStore, executor: Executor, agent_name: str
+) -> StartResponse:
     """Requirement 1.1-1.5: check the project and its dataset, claim it, hand it to the executor."""
     project = records.get_project(project_id)
     if project is None:
         raise NotFound(f"Project {project_id} not found")
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
-            f"Project {project_id} is in status {project.status!r}; only projects in 'pending_training' can be "
-            "started"
+            f"Project {project_id} is in status {project.status!r}; "
+            "only projects in 'pending_training' can be started"
         )
     dataset = records.latest_dataset(project_id)
     if dataset is None or not dataset.gcs_url:
@@ -44,11 +50,15 @@ def start_training(project_id: UUID, records: RecordsStore, executor: Executor, 
         project_id,
         from_status=ProjectStatus.PENDING_TRAINING.value,
         to_status=ProjectStatus.TRAINING.value,
-        metadata_patch={"training_run": {"name": name, "executor": executor.name, "accepted_at": utcnow().isoformat()}},
+        metadata_patch={
+            "training_run": {"name": name, "executor": executor.name, "accepted_at": utcnow().isoformat()}
+        },
     )
     if claimed is None:
         # Another request claimed it between our read and our compare-and-set.
-        raise Conflict(f"Project {project_id} was just started by another request; see {status_url(project_id)}")
+        raise Conflict(
+            f"Project {project_id} was just started by another request; see {status_url(project_id)}"
+        )
     log = AgentLog(records, project_id, agent_name)
     log.info(INITIATED, run_name=name, executor=executor.name, dataset_url=dataset.gcs_url)
     try:
@@ -60,8 +70,15 @@ def start_training(project_id: UUID, records: RecordsStore, executor: Executor, 
             project_id,
             from_status=ProjectStatus.TRAINING.value,
             to_status=ProjectStatus.FAILED.value,
-            metadata_patch={"error": {"message": message, "type": type(exc).__name__, "step": "submit",
-                                      "traceback": None, "failed_at": utcnow().isoformat()}},
+            metadata_patch={
+                "error": {
+                    "message": message,
+                    "type": type(exc).__name__,
+                    "step": "submit",
+                    "traceback": None,
+                    "failed_at": utcnow().isoformat(),
+                }
+            },
         )
         raise Unavailable(message) from exc
     return StartResponse(
@@ -101,18 +118,27 @@ def _current_run_logs(logs: list[AgentLogRow]) -> list[AgentLogRow]:
     return current
 
 
-def training_status(project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int) -> StatusResponse:
+def training_status(
+    project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int
+) -> StatusResponse:
     """Requirement 9.2: status, run phase, progress, model URL or error, and the latest logs."""
     project = records.get_project(project_id)
     if project is None:
         raise NotFound(f"Project {project_id} not found")
     run = executor.describe(project_id) or _run_from_records(project)
+    terminal = _TERMINAL_PHASES.get(project.status)
+    if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):
+        # The trainer has reported its outcome and its process is still exiting: the records are ahead.
+        run = run.model_copy(update={"phase": terminal})
     recent = records.recent_logs(project_id, limit=max(log_limit, 200))
     epochs = [
-        row.metadata for row in reversed(_current_run_logs(recent))
+        row.metadata
+        for row in reversed(_current_run_logs(recent))
         if "epoch" in row.metadata and "train_loss" in row.metadata
     ]
-    total = project.metadata.get("epochs") if isinstance(project.metadata.get("epochs"), int) else _DEFAULT_EPOCHS
+    total = (
+        project.metadata.get("epochs") if isinstance(project.metadata.get("epochs"), int) else _DEFAULT_EPOCHS
+    )
     if epochs and isinstance(epochs[-1].get("total_epochs"), int):
         total = epochs[-1]["total_epochs"]
     models = records.list_models(project_id)

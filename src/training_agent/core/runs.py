@@ -52,7 +52,8 @@ class Progress(BaseModel):
 
 
 def progress_from_epochs(epoch_rows: list[dict[str, Any]], total_epochs: int | None) -> Progress:
-    """Progress from the per-epoch records (oldest first): the last one, and an ETA from the mean epoch time."""
+    """Progress from the per-epoch records (oldest first): the last one, and an ETA from the mean
+    epoch time."""
     if not epoch_rows:
         return Progress(total_epochs=total_epochs)
     last = epoch_rows[-1]

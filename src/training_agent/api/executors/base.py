@@ -32,5 +32,5 @@ class Executor(abc.ABC):
     def shutdown(self) -> None:
         """At shutdown: stop what runs, so that no project stays `training` with nobody working on it."""
 
-    def ping(self) -> None:
+    def ping(self) -> None:  # noqa: B027 - optional: most executors have nothing to check
         """Raise if the executor cannot take runs (a cluster unreachable, ...)."""

@@ -55,7 +55,9 @@ def pid_runs_project(pid: int, project_id: UUID) -> bool:
 class LocalExecutor(Executor):
     name = EXECUTOR_NAME
 
-    def __init__(self, settings: Settings, records: RecordsStore, *, on_finish: OnFinish | None = None) -> None:
+    def __init__(
+        self, settings: Settings, records: RecordsStore, *, on_finish: OnFinish | None = None
+    ) -> None:
         self.settings = settings
         self.records = records
         self.on_finish = on_finish
@@ -73,7 +75,9 @@ class LocalExecutor(Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("The local executor is shutting down")
-            self._runs[project_id] = RunInfo(name=run_name(project_id), executor=self.name, phase=RunPhase.QUEUED)
+            self._runs[project_id] = RunInfo(
+                name=run_name(project_id), executor=self.name, phase=RunPhase.QUEUED
+            )
             self._queue.append(project_id)
         self._dispatch()
         return self.describe(project_id) or self._runs[project_id]
@@ -104,13 +108,20 @@ class LocalExecutor(Executor):
                 update={"phase": RunPhase.RUNNING, "pid": proc.pid, "started_at": started}
             )
         self._remember_pid(project_id, proc.pid, started.isoformat())
-        watcher = threading.Thread(target=self._watch, args=(project_id, proc), daemon=True, name=f"watch-{project_id}")
+        watcher = threading.Thread(
+            target=self._watch, args=(project_id, proc), daemon=True, name=f"watch-{project_id}"
+        )
         watcher.start()
         self._watchers.append(watcher)
 
     def _remember_pid(self, project_id: UUID, pid: int, started_at: str) -> None:
-        run = {"name": run_name(project_id), "executor": self.name, "host": self.host, "pid": pid,
-               "started_at": started_at}
+        run = {
+            "name": run_name(project_id),
+            "executor": self.name,
+            "host": self.host,
+            "pid": pid,
+            "started_at": started_at,
+        }
         try:
             self.records.transition_project(
                 project_id,
@@ -118,7 +129,7 @@ class LocalExecutor(Executor):
                 to_status=ProjectStatus.TRAINING.value,
                 metadata_patch={"training_run": run},
             )
-        except Exception:  # noqa: BLE001 - the run goes on; only restart detection loses this pid
+        except Exception:
             logger.warning("Could not record pid %d for project %s", pid, project_id, exc_info=True)
 
     def _watch(self, project_id: UUID, proc: subprocess.Popen[bytes]) -> None:
@@ -137,24 +148,37 @@ class LocalExecutor(Executor):
         try:
             project = self.records.get_project(project_id)
             if project is not None and project.status == ProjectStatus.TRAINING.value:
-                message = reason or f"The trainer process exited with code {exit_code} without reporting a result"
+                message = (
+                    reason or f"The trainer process exited with code {exit_code} without reporting a result"
+                )
                 self._fail_project(project_id, message, exit_code)
             elif project is not None and project.status == ProjectStatus.PENDING_EVALUATION.value:
                 phase = RunPhase.SUCCEEDED
-        except Exception:  # noqa: BLE001 - keep the executor's bookkeeping right even if records are down
+        except Exception:
             logger.exception("Could not settle the run of project %s", project_id)
         with self._lock:
             info = self._runs.get(project_id)
             if info is not None:
                 self._runs[project_id] = info.model_copy(
-                    update={"phase": phase, "finished_at": utcnow(), "exit_code": exit_code, "message": message}
+                    update={
+                        "phase": phase,
+                        "finished_at": utcnow(),
+                        "exit_code": exit_code,
+                        "message": message,
+                    }
                 )
         if self.on_finish:
             self.on_finish(project_id, phase)
 
     def _fail_project(self, project_id: UUID, message: str, exit_code: int | None) -> None:
-        error = {"message": message, "type": "WorkerError", "step": "worker", "exit_code": exit_code,
-                 "traceback": None, "failed_at": utcnow().isoformat()}
+        error = {
+            "message": message,
+            "type": "WorkerError",
+            "step": "worker",
+            "exit_code": exit_code,
+            "traceback": None,
+            "failed_at": utcnow().isoformat(),
+        }
         AgentLog(self.records, project_id, self.settings.agent_name).error(message, **error)
         self.records.transition_project(
             project_id,
@@ -175,7 +199,10 @@ class LocalExecutor(Executor):
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"running": sum(1 for p in self._procs.values() if p is not None), "queued": len(self._queue)}
+            return {
+                "running": sum(1 for p in self._procs.values() if p is not None),
+                "queued": len(self._queue),
+            }
 
     # -- restarts and shutdown --------------------------------------------------------------------------
     def recover(self) -> None:
@@ -188,8 +215,9 @@ class LocalExecutor(Executor):
             pid = run.get("pid")
             if isinstance(pid, int) and run.get("host") == self.host and pid_runs_project(pid, project.id):
                 logger.info("Adopting the running trainer of project %s (pid %d)", project.id, pid)
-                self._runs[project.id] = RunInfo(name=run_name(project.id), executor=self.name,
-                                                 phase=RunPhase.RUNNING, pid=pid)
+                self._runs[project.id] = RunInfo(
+                    name=run_name(project.id), executor=self.name, phase=RunPhase.RUNNING, pid=pid
+                )
                 threading.Thread(target=self._watch_orphan, args=(project.id, pid), daemon=True).start()
                 continue
             where = f"pid {pid} on {run.get('host')}" if pid else "not started yet"
@@ -214,7 +242,9 @@ class LocalExecutor(Executor):
             self._queue.clear()
             procs = [p for p in self._procs.values() if p is not None]
         for project_id in queued:
-            self._settle(project_id, None, "The server stopped before this run started; start the project again")
+            self._settle(
+                project_id, None, "The server stopped before this run started; start the project again"
+            )
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + _STOP_GRACE_S

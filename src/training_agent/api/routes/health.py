@@ -9,8 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from training_agent import __version__
 from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep
-from training_agent.api.schemas import HealthResponse, ReadyResponse
 from training_agent.api.executors import Executor
+from training_agent.api.schemas import HealthResponse, ReadyResponse
 from training_agent.core.records import RecordsStore
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
@@ -14,7 +14,12 @@ from training_agent.api.schemas import ErrorResponse, StartRequest, StartRespons
 
 router = APIRouter(prefix="/agents/training", tags=["training"], dependencies=[Depends(require_api_key)])
 
-_AUTH = {401: {"model": ErrorResponse, "description": "MCP_API_KEY is set and the bearer token is missing or wrong"}}
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "MCP_API_KEY is set and the bearer token is missing or wrong",
+    }
+}
 
 
 @router.post(

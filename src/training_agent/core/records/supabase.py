@@ -62,12 +62,14 @@ class SupabaseRecords(RecordsStore):
     def projects_in_status(self, status: str, *, limit: int = 1000) -> list[Project]:
         response = self._call(
             "list projects",
-            lambda: self.client.table("projects")
-            .select("*")
-            .eq("status", status)
-            .order("updated_at")
-            .limit(limit)
-            .execute(),
+            lambda: (
+                self.client.table("projects")
+                .select("*")
+                .eq("status", status)
+                .order("updated_at")
+                .limit(limit)
+                .execute()
+            ),
         )
         return [Project.model_validate(r) for r in _rows(response)]
 

@@ -1,5 +1,7 @@
-"""Dependencies for the routes. The app keeps one records store and one executor in `app.state`;
-settings come through `get_settings`, which tests override."""
+"""Dependencies for the routes. The app keeps its settings, records store and executor in `app.state`.
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread pool, a hop that cost
+more than half of the throughput of `GET /health` (benchmarks/api_load.py)."""
 
 from __future__ import annotations
 
@@ -15,22 +17,22 @@ from training_agent.core.records import RecordsStore
 from training_agent.core.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_records(request: Request) -> RecordsStore:
+async def get_records(request: Request) -> RecordsStore:
     records: RecordsStore = request.app.state.records
     return records
 
 
-def get_executor(request: Request) -> Executor:
+async def get_executor(request: Request) -> Executor:
     executor: Executor = request.app.state.executor
     return executor
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
 
@@ -43,7 +45,7 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 _bearer = HTTPBearer(auto_error=False, description="MCP_API_KEY, when the server has one set")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """With MCP_API_KEY set, callers must send `Authorization: Bearer <key>`."""

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from training_agent import __version__
+from training_agent.api.blocking import set_max_threads
 from training_agent.api.errors import ApiError
 from training_agent.api.executors import Executor, make_executor
 from training_agent.api.metrics import ApiMetrics
@@ -69,6 +70,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        set_max_threads(settings.resolved_api_threads)
         app.state.records = records or open_records(settings)
         app.state.executor = executor or make_executor(
             settings,

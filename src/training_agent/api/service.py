@@ -24,6 +24,7 @@ _TERMINAL_PHASES = {
     ProjectStatus.FAILED.value: RunPhase.FAILED,
 }
 _DEFAULT_EPOCHS = 10
+_PROGRESS_WINDOW = 50
 
 
 def status_url(project_id: UUID) -> str:
@@ -130,7 +131,9 @@ def training_status(
     if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):
         # The trainer has reported its outcome and its process is still exiting: the records are ahead.
         run = run.model_copy(update={"phase": terminal})
-    recent = records.recent_logs(project_id, limit=max(log_limit, 200))
+    # Progress needs the current run's epoch rows; the newest 50 rows hold the last epochs (and the ETA from
+    # recent epochs follows the current speed). If "Training initiated" is older, they are all this run's.
+    recent = records.recent_logs(project_id, limit=max(log_limit, _PROGRESS_WINDOW))
     epochs = [
         row.metadata
         for row in reversed(_current_run_logs(recent))

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     cors_origins: str = ""  # comma-separated; empty: no CORS headers at all
+    api_threads: int | None = Field(default=None, ge=1, le=256)  # default: 2 on SQLite, 16 on Supabase
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -127,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def uses_supabase(self) -> bool:
         return self.supabase_url is not None
+
+    @property
+    def resolved_api_threads(self) -> int:
+        return self.api_threads or (16 if self.uses_supabase else 2)
 
     @property
     def resolved_database_path(self) -> Path:

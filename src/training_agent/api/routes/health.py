@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from training_agent import __version__
+from training_agent.api.blocking import run_blocking
 from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep
 from training_agent.api.executors import Executor
 from training_agent.api.schemas import HealthResponse, ReadyResponse
@@ -52,7 +52,7 @@ def _run_checks(settings: Settings, records: RecordsStore, executor: Executor) -
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def ready(settings: SettingsDep, records: RecordsDep, executor: ExecutorDep) -> Response:
     """Readiness: the records store, storage and executor can be reached (503 names the ones that cannot)."""
-    checks = await run_in_threadpool(_run_checks, settings, records, executor)
+    checks = await run_blocking(_run_checks, settings, records, executor)
     ok = all(v == "ok" for v in checks.values())
     body = ReadyResponse(status="ready" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

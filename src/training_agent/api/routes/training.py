@@ -6,9 +6,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.concurrency import run_in_threadpool
 
 from training_agent.api import service
+from training_agent.api.blocking import run_blocking
 from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep, require_api_key
 from training_agent.api.schemas import ErrorResponse, StartRequest, StartResponse, StatusResponse
 
@@ -37,7 +37,7 @@ async def start(
     body: StartRequest, records: RecordsDep, executor: ExecutorDep, settings: SettingsDep, metrics: MetricsDep
 ) -> StartResponse:
     """Start training a project in `pending_training`; it moves to `training` and a run begins."""
-    response = await run_in_threadpool(
+    response = await run_blocking(
         service.start_training, body.project_id, records, executor, settings.agent_name
     )
     metrics.runs_started.labels(executor=executor.name).inc()
@@ -56,4 +56,4 @@ async def status(
     limit: Annotated[int, Query(ge=0, le=500, description="How many of the newest agent_logs rows")] = 20,
 ) -> StatusResponse:
     """A project's status, its run's phase and progress, the model URL or the error, and recent logs."""
-    return await run_in_threadpool(service.training_status, project_id, records, executor, limit)
+    return await run_blocking(service.training_status, project_id, records, executor, limit)

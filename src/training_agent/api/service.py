@@ -31,13 +31,18 @@ def status_url(project_id: UUID) -> str:
     return f"/agents/training/status/{project_id}"
 
 
+def _project(records: RecordsStore, project_id: UUID) -> Project:
+    project = records.get_project(project_id)
+    if project is None:
+        raise NotFound(f"Project {project_id} not found")
+    return project
+
+
 def start_training(
     project_id: UUID, records: RecordsStore, executor: Executor, agent_name: str
 ) -> StartResponse:
     """Requirement 1.1-1.5: check the project and its dataset, claim it, hand it to the executor."""
-    project = records.get_project(project_id)
-    if project is None:
-        raise NotFound(f"Project {project_id} not found")
+    project = _project(records, project_id)
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
             f"Project {project_id} is in status {project.status!r}; "
@@ -123,9 +128,7 @@ def training_status(
     project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int
 ) -> StatusResponse:
     """Requirement 9.2: status, run phase, progress, model URL or error, and the latest logs."""
-    project = records.get_project(project_id)
-    if project is None:
-        raise NotFound(f"Project {project_id} not found")
+    project = _project(records, project_id)
     run = executor.describe(project_id) or _run_from_records(project)
     terminal = _TERMINAL_PHASES.get(project.status)
     if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from training_agent.core.files import atomic_write
+
 
 def save_state_dict(model: nn.Module, path: Path) -> Path:
-    """Save the model's state_dict to `path` atomically (temp file, then rename), tensors on the CPU."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save the model's state_dict to `path` atomically, tensors on the CPU."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from training_agent.core.errors import ObjectNotFoundError, StorageError
+from training_agent.core.files import atomic_write
 
 
 def download(src: Path, dest: Path) -> None:
@@ -22,15 +21,7 @@ def download(src: Path, dest: Path) -> None:
 def upload(src: Path, dest: Path) -> None:
     """Copy `src` to `dest` atomically: readers never see a half-written file."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
     except OSError as exc:
         raise StorageError(f"Cannot write {dest}: {exc}") from exc
 

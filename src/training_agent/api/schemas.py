@@ -47,6 +47,14 @@ class StartResponse(BaseModel):
     status_url: str
 
 
+class CancelResponse(BaseModel):
+    """The run is being stopped; the project ends `failed` with the reason "Cancelled"."""
+
+    project_id: UUID
+    run_name: str
+    cancelled: Literal[True] = True
+
+
 class LogEntry(BaseModel):
     created_at: datetime | None
     log_level: str

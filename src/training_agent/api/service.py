@@ -9,22 +9,19 @@ from uuid import UUID
 
 from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailable
 from training_agent.api.executors import Executor
-from training_agent.api.schemas import LogEntry, StartResponse, StatusResponse
+from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, StatusResponse
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
-from training_agent.core.records.models import AgentLog as AgentLogRow
 from training_agent.core.records.models import Project, utcnow
-from training_agent.core.runs import RunInfo, RunPhase, progress_from_epochs, run_name
+from training_agent.core.runs import INITIATED, PROGRESS_WINDOW, RunInfo, RunPhase, progress_from_logs, run_name
 
 logger = logging.getLogger(__name__)
 
-INITIATED = "Training initiated"
 _TERMINAL_PHASES = {
     ProjectStatus.PENDING_EVALUATION.value: RunPhase.SUCCEEDED,
     ProjectStatus.FAILED.value: RunPhase.FAILED,
 }
 _DEFAULT_EPOCHS = 10
-_PROGRESS_WINDOW = 50
 
 
 def status_url(project_id: UUID) -> str:
@@ -96,6 +93,16 @@ def start_training(
     )
 
 
+def cancel_training(project_id: UUID, records: RecordsStore, executor: Executor) -> CancelResponse:
+    """Stop a project's run; the project ends `failed` with "Cancelled" as the reason."""
+    project = _project(records, project_id)
+    if project.status != ProjectStatus.TRAINING.value:
+        raise Conflict(f"Project {project_id} is in status {project.status!r}; only a training run can be cancelled")
+    if not executor.cancel(project_id):
+        raise NotFound(f"Project {project_id} has no run in the {executor.name} executor")
+    return CancelResponse(project_id=project_id, run_name=run_name(project_id))
+
+
 def _run_from_records(project: Project) -> RunInfo | None:
     """The run as the records tell it, for runs this server process did not start (or forgot)."""
     run: dict[str, Any] = project.metadata.get("training_run") or {}
@@ -114,16 +121,6 @@ def _run_from_records(project: Project) -> RunInfo | None:
     )
 
 
-def _current_run_logs(logs: list[AgentLogRow]) -> list[AgentLogRow]:
-    """The newest-first rows back to (and including) the latest 'Training initiated'."""
-    current = []
-    for row in logs:
-        current.append(row)
-        if row.message == INITIATED:
-            break
-    return current
-
-
 def training_status(
     project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int
 ) -> StatusResponse:
@@ -134,19 +131,9 @@ def training_status(
     if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):
         # The trainer has reported its outcome and its process is still exiting: the records are ahead.
         run = run.model_copy(update={"phase": terminal})
-    # Progress needs the current run's epoch rows; the newest 50 rows hold the last epochs (and the ETA from
-    # recent epochs follows the current speed). If "Training initiated" is older, they are all this run's.
-    recent = records.recent_logs(project_id, limit=max(log_limit, _PROGRESS_WINDOW))
-    epochs = [
-        row.metadata
-        for row in reversed(_current_run_logs(recent))
-        if "epoch" in row.metadata and "train_loss" in row.metadata
-    ]
-    total = (
-        project.metadata.get("epochs") if isinstance(project.metadata.get("epochs"), int) else _DEFAULT_EPOCHS
-    )
-    if epochs and isinstance(epochs[-1].get("total_epochs"), int):
-        total = epochs[-1]["total_epochs"]
+    recent = records.recent_logs(project_id, limit=max(log_limit, PROGRESS_WINDOW))
+    configured = project.metadata.get("epochs")
+    progress = progress_from_logs(recent, configured if isinstance(configured, int) else _DEFAULT_EPOCHS)
     models = records.list_models(project_id)
     error = project.metadata.get("error") if project.status == ProjectStatus.FAILED.value else None
     return StatusResponse(
@@ -154,7 +141,7 @@ def training_status(
         project_name=project.name,
         status=project.status,
         run=run,
-        progress=progress_from_epochs(epochs, total),
+        progress=progress,
         model_url=models[-1].gcs_url if models else None,
         error=error if isinstance(error, dict) else None,
         logs=[LogEntry.model_validate(row.model_dump()) for row in recent[:log_limit]],

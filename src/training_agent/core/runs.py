@@ -9,6 +9,11 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from training_agent.core.records.models import AgentLog
+
+INITIATED = "Training initiated"  # the agent_logs row that opens a run (the API or the trainer writes it)
+PROGRESS_WINDOW = 50  # newest agent_logs rows that progress is read from
+
 
 class RunPhase(str, Enum):
     PENDING = "Pending"
@@ -71,3 +76,25 @@ def progress_from_epochs(epoch_rows: list[dict[str, Any]], total_epochs: int | N
         images_per_s=last.get("images_per_s"),
         eta_seconds=eta,
     )
+
+
+def epoch_rows(logs: list[AgentLog]) -> list[dict[str, Any]]:
+    """The current run's per-epoch records, oldest first, from agent_logs rows given newest first.
+
+    Rows are taken back to the latest "Training initiated"; a window that does not reach it holds only the
+    current run's rows, and an ETA from the recent epochs follows the current speed anyway."""
+    current = []
+    for row in logs:
+        if "epoch" in row.metadata and "train_loss" in row.metadata:
+            current.append(row.metadata)
+        if row.message == INITIATED:
+            break
+    return list(reversed(current))
+
+
+def progress_from_logs(logs: list[AgentLog], default_total: int | None) -> Progress:
+    epochs = epoch_rows(logs)
+    total = default_total
+    if epochs and isinstance(epochs[-1].get("total_epochs"), int):
+        total = epochs[-1]["total_epochs"]
+    return progress_from_epochs(epochs, total)

@@ -7,12 +7,13 @@ project's own carry the `TRAINING_AGENT_` prefix. Nothing here is built at impor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,13 +60,34 @@ class Settings(BaseSettings):
     log_every_steps: int = Field(default=10, gt=0)
 
     # The API (`training-agent serve`).
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "kubernetes"] = "local"
     max_concurrent_runs: int = Field(default=1, ge=1)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     cors_origins: str = ""  # comma-separated; empty: no CORS headers at all
     api_threads: int | None = Field(default=None, ge=1, le=256)  # default: 2 on SQLite, 16 on Supabase
+
+    # Kubernetes: the kubernetes executor (API) and the controller.
+    kubeconfig: Path | None = None  # default: in-cluster service account, else $KUBECONFIG / ~/.kube/config
+    namespace: str = "default"
+    trainer_image: str = "ghcr.io/automl/training-agent-trainer:0.1.0"
+    trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    trainer_gpus: int = Field(default=1, ge=0)
+    trainer_env_secret: str | None = "training-agent-env"
+    trainer_gcs_secret: str | None = None
+    trainer_service_account: str | None = None
+    trainer_node_selector: dict[str, str] = Field(default_factory=dict)
+    trainer_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    trainer_priority_class: str | None = None
+    trainer_runtime_class: str | None = None
+    trainer_shm_size: str = "2Gi"
+    trainer_deadline_seconds: int = Field(default=24 * 3600, ge=1)
+    trainer_backoff_limit: int = Field(default=2, ge=0)
+    trainer_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    trainer_image_pull_grace_seconds: int = Field(default=300, ge=0)
+    trainer_queue_name: str | None = None
+    controller_resync_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -118,6 +140,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)  # how pydantic-settings reads complex values back
             env[env_name(field)] = str(value)
         return env
 

@@ -11,4 +11,9 @@ __all__ = ["Executor", "LocalExecutor", "OnFinish", "make_executor"]
 
 
 def make_executor(settings: Settings, records: RecordsStore, on_finish: OnFinish | None = None) -> Executor:
+    if settings.executor == "kubernetes":
+        # Imported here: the local mode never needs the kubernetes client.
+        from training_agent.api.executors.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(settings, records)
     return LocalExecutor(settings, records, on_finish=on_finish)

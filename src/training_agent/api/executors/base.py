@@ -25,6 +25,10 @@ class Executor(abc.ABC):
         """The run as this executor knows it, or None if it knows nothing of it."""
 
     @abc.abstractmethod
+    def cancel(self, project_id: UUID) -> bool:
+        """Stop the project's run; False if this executor has no such run."""
+
+    @abc.abstractmethod
     def recover(self) -> None:
         """At start-up: settle runs left behind by a previous server process."""
 

@@ -187,6 +187,23 @@ class LocalExecutor(Executor):
             metadata_patch={"error": error},
         )
 
+    def cancel(self, project_id: UUID) -> bool:
+        """Fail the project as cancelled first (so the trainer's own "interrupted" cannot win), then stop
+        its process or take it out of the queue."""
+        with self._lock:
+            queued = project_id in self._queue
+            if queued:
+                self._queue.remove(project_id)
+            proc = self._procs.get(project_id)
+        if not queued and proc is None:
+            return False
+        self._fail_project(project_id, "Cancelled by request", None)
+        if queued:
+            self._settle(project_id, None, "Cancelled by request")
+        elif proc is not None:
+            proc.send_signal(signal.SIGTERM)
+        return True
+
     # -- reporting --------------------------------------------------------------------------------------
     def describe(self, project_id: UUID) -> RunInfo | None:
         with self._lock:

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Depends, Query
 from training_agent.api import service
 from training_agent.api.blocking import run_blocking
 from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep, require_api_key
-from training_agent.api.schemas import ErrorResponse, StartRequest, StartResponse, StatusResponse
+from training_agent.api.schemas import (
+    CancelResponse,
+    ErrorResponse,
+    StartRequest,
+    StartResponse,
+    StatusResponse,
+)
 
 router = APIRouter(prefix="/agents/training", tags=["training"], dependencies=[Depends(require_api_key)])
 
@@ -57,3 +63,17 @@ async def status(
 ) -> StatusResponse:
     """A project's status, its run's phase and progress, the model URL or the error, and recent logs."""
     return await run_blocking(service.training_status, project_id, records, executor, limit)
+
+
+@router.delete(
+    "/{project_id}",
+    response_model=CancelResponse,
+    responses={
+        **_AUTH,
+        404: {"model": ErrorResponse, "description": "No such project, or no run for it"},
+        409: {"model": ErrorResponse, "description": "The project is not training"},
+    },
+)
+async def cancel(project_id: UUID, records: RecordsDep, executor: ExecutorDep) -> CancelResponse:
+    """Cancel a project's run (the kubernetes executor deletes its TrainingRun)."""
+    return await run_blocking(service.cancel_training, project_id, records, executor)

@@ -1,0 +1,117 @@
+"""Hand accepted runs to the cluster: one TrainingRun per project, which the controller turns into a Job.
+
+The TrainingRun is named after the project, so a second submission finds the first run (409) instead of
+making another. The controller owns everything after creation, including restarts: this executor keeps
+no state of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from kubernetes.client.exceptions import ApiException
+
+from training_agent.api.executors.base import Executor
+from training_agent.core.kube import TrainingRuns, api_client
+from training_agent.core.records import RecordsStore
+from training_agent.core.runs import RunInfo, RunPhase, run_name
+from training_agent.core.settings import Settings
+from training_agent.core.trainingrun import TrainingRunSpec, trainingrun_manifest
+
+logger = logging.getLogger(__name__)
+
+
+def spec_for(project_id: UUID, metadata: dict[str, Any], settings: Settings) -> TrainingRunSpec:
+    """The run's spec: the project's training options (shown by kubectl) and the cluster defaults."""
+
+    def option(key: str, kind: type) -> Any:
+        value = metadata.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    return TrainingRunSpec(
+        projectId=project_id,
+        image=settings.trainer_image,
+        imagePullPolicy=settings.trainer_image_pull_policy,
+        model=option("preferred_model", str) or "resnet18",
+        epochs=option("epochs", int),
+        learningRate=option("learning_rate", float),
+        batchSize=option("batch_size", int),
+        imageSize=option("image_size", int),
+        gpus=settings.trainer_gpus,
+        nodeSelector=settings.trainer_node_selector,
+        tolerations=settings.trainer_tolerations,
+        priorityClassName=settings.trainer_priority_class,
+        runtimeClassName=settings.trainer_runtime_class,
+        serviceAccountName=settings.trainer_service_account,
+        envSecretName=settings.trainer_env_secret,
+        gcsSecretName=settings.trainer_gcs_secret,
+        shmSizeLimit=settings.trainer_shm_size,
+        activeDeadlineSeconds=settings.trainer_deadline_seconds,
+        backoffLimit=settings.trainer_backoff_limit,
+        ttlSecondsAfterFinished=settings.trainer_ttl_seconds,
+        imagePullGraceSeconds=settings.trainer_image_pull_grace_seconds,
+        queueName=settings.trainer_queue_name,
+    )
+
+
+def _info(run: dict[str, Any]) -> RunInfo:
+    status = run.get("status") or {}
+    phase = status.get("phase") or RunPhase.PENDING.value
+    return RunInfo(
+        name=run["metadata"]["name"],
+        executor=KubernetesExecutor.name,
+        phase=RunPhase(phase) if phase in RunPhase._value2member_map_ else RunPhase.PENDING,
+        started_at=status.get("startTime"),
+        finished_at=status.get("completionTime"),
+        message=status.get("message"),
+    )
+
+
+class KubernetesExecutor(Executor):
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, records: RecordsStore, runs: TrainingRuns | None = None) -> None:
+        self.settings = settings
+        self.records = records
+        self.runs = runs or TrainingRuns(api_client(settings), settings.namespace)
+
+    def submit(self, project_id: UUID) -> RunInfo:
+        project = self.records.get_project(project_id)
+        spec = spec_for(project_id, project.metadata if project else {}, self.settings)
+        try:
+            created = self.runs.create(trainingrun_manifest(spec, self.settings.namespace))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            logger.info("TrainingRun %s already exists; using it", run_name(project_id))
+            created = self.runs.get(run_name(project_id))
+        return _info(created)
+
+    def describe(self, project_id: UUID) -> RunInfo | None:
+        try:
+            return _info(self.runs.get(run_name(project_id)))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            logger.warning("Cannot read TrainingRun %s: %s", run_name(project_id), exc.reason)
+            return None
+
+    def cancel(self, project_id: UUID) -> bool:
+        try:
+            self.runs.delete(run_name(project_id))
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def recover(self) -> None:
+        """Nothing to do: the controller reconciles runs from the cluster's state."""
+
+    def shutdown(self) -> None:
+        """Nothing to stop: runs live in the cluster, not in this process."""
+
+    def ping(self) -> None:
+        self.runs.list(limit=1)

@@ -1,0 +1,70 @@
+"""kopf handlers: each a decorator and a call into the Reconciler (reconcile.py does the work).
+
+Registered into a given registry by `register()`, so the CLI and each test build their own operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from training_agent.controller.reconcile import InvalidSpec, Reconciler
+from training_agent.core.trainingrun import GROUP, LABEL_RUN, MANAGED_BY, PLURAL, VERSION
+
+RUNS = (GROUP, VERSION, PLURAL)
+FINALIZER = f"{GROUP}/training-agent"
+
+
+def _post_event(run: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(run, type=kind, reason=reason, message=message)
+
+
+def _adopt(job: dict[str, Any], run: dict[str, Any]) -> None:
+    kopf.adopt(job, owner=run)  # owner reference: the cluster deletes the Job with its run
+
+
+def configure(settings: kopf.OperatorSettings, *, standalone: bool, peering_name: str) -> None:
+    # Keep kopf's bookkeeping in annotations, so `status` holds only what users read (kubectl get tr).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = FINALIZER
+    # Our own Events say what happened to a run; kopf's per-handler log lines would drown them.
+    settings.posting.level = logging.WARNING
+    # Several replicas: kopf peering lets one act and keeps the others on stand-by.
+    settings.peering.standalone = standalone
+    settings.peering.name = peering_name
+    settings.peering.mandatory = not standalone
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, resync_seconds: float) -> None:
+    @kopf.on.resume(*RUNS, registry=registry)
+    @kopf.on.create(*RUNS, registry=registry)
+    def run_created(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        try:
+            reconciler.ensure_job(dict(body), _adopt)
+        except InvalidSpec as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+        reconciler.reconcile(namespace, name, _post_event)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
+    def job_changed(labels: kopf.Labels, namespace: str, **_: Any) -> None:
+        reconciler.reconcile(namespace, labels[LABEL_RUN], _post_event)
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
+    def pod_changed(labels: kopf.Labels, namespace: str, **_: Any) -> None:
+        reconciler.reconcile(namespace, labels[LABEL_RUN], _post_event)
+
+    # Level-triggered safety net: image-pull grace periods expire and progress moves without any event.
+    @kopf.timer(*RUNS, interval=resync_seconds, registry=registry)
+    def resync(namespace: str, name: str, **_: Any) -> None:
+        reconciler.reconcile(namespace, name, _post_event)
+
+    @kopf.on.delete(*RUNS, registry=registry)
+    def run_deleted(body: kopf.Body, **_: Any) -> None:
+        reconciler.cancelled(dict(body), _post_event)
+
+    @kopf.on.probe(id="reconciled", registry=registry)
+    def reconciled(**_: Any) -> int:
+        return reconciler.reconciled

@@ -1,0 +1,81 @@
+"""Assemble and run the operator: `training-agent controller`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from training_agent.controller.handlers import configure, register
+from training_agent.controller.reconcile import Reconciler
+from training_agent.core.kube import api_client
+from training_agent.core.records import RecordsStore, open_records
+from training_agent.core.settings import Settings
+
+PEERING_NAME = "training-agent"
+
+
+def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
+    """kopf's own connection, from the same client configuration as ours: one place decides the cluster."""
+    config = api.configuration
+    token = (config.api_key or {}).get("authorization") or (config.api_key or {}).get("BearerToken")
+    if token and token.startswith("Bearer "):
+        token = token[len("Bearer ") :]
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
+
+
+def build_registry(
+    settings: Settings, records: RecordsStore, api: client.ApiClient
+) -> tuple[kopf.OperatorRegistry, Reconciler]:
+    registry = kopf.OperatorRegistry()
+    reconciler = Reconciler(settings, records, api)
+    register(registry, reconciler, resync_seconds=settings.controller_resync_seconds)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(api)
+
+    return registry, reconciler
+
+
+def operator_settings(*, standalone: bool) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    configure(settings, standalone=standalone, peering_name=PEERING_NAME)
+    return settings
+
+
+async def run(
+    settings: Settings,
+    *,
+    namespaces: list[str],
+    standalone: bool,
+    liveness_endpoint: str | None,
+    records: RecordsStore | None = None,
+    api: client.ApiClient | None = None,
+    stop_flag: asyncio.Event | None = None,
+    scan: bool = True,
+) -> None:
+    api = api or api_client(settings)
+    registry, _ = build_registry(settings, records or open_records(settings), api)
+    kopf_settings = operator_settings(standalone=standalone)
+    # Without scanning, kopf does not watch for CRDs and namespaces appearing later (tests: kmock serves
+    # no CRD objects to scan).
+    kopf_settings.scanning.disabled = not scan
+    await kopf.operator(
+        registry=registry,
+        settings=kopf_settings,
+        namespaces=namespaces,
+        standalone=standalone,
+        liveness_endpoint=liveness_endpoint,
+        stop_flag=stop_flag,
+    )

@@ -1,0 +1,217 @@
+"""The controller's work, apart from kopf: create the run's Job, and carry Job/Pod state into the run's
+status, the project's status and agent_logs.
+
+Level-triggered: every call reads the Job and its Pods afresh and derives the phase, so a replayed event, a
+restarted controller or a missed watch event changes nothing but what is out of date. Transitions are
+detected against the phase stored in the run's status, which survives restarts.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+import pydantic
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from training_agent.controller.manifests import build_job
+from training_agent.controller.status import UNREPORTED_BY_TRAINER, Observed, derive
+from training_agent.core.kube import TrainingRuns
+from training_agent.core.logs import AgentLog
+from training_agent.core.records import ProjectStatus, RecordsStore
+from training_agent.core.runs import PROGRESS_WINDOW, RunPhase, progress_from_logs
+from training_agent.core.settings import Settings
+from training_agent.core.trainingrun import LABEL_RUN, TrainingRunSpec
+
+logger = logging.getLogger(__name__)
+
+# (run body, event type, reason, message): how transitions become Kubernetes Events (kopf.event in the
+# operator, a list in unit tests).
+PostEvent = Callable[[dict[str, Any], str, str, str], None]
+Adopt = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+class InvalidSpec(ValueError):
+    """The TrainingRun's spec can never become a Job."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, records: RecordsStore, api: client.ApiClient) -> None:
+        self.settings = settings
+        self.records = records
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.api = api
+        self._locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+        self.reconciled = 0
+
+    def _runs(self, namespace: str) -> TrainingRuns:
+        return TrainingRuns(self.api, namespace)
+
+    # -- the Job ----------------------------------------------------------------------------------------
+    def ensure_job(self, run: dict[str, Any], adopt: Adopt) -> dict[str, Any]:
+        """Create the run's one Job; an existing one (409) is kept. Raises InvalidSpec for a spec that can
+        never work."""
+        meta = run["metadata"]
+        try:
+            spec = TrainingRunSpec.model_validate(run.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            raise InvalidSpec(f"Invalid TrainingRun spec: {exc}") from exc
+        job = build_job(str(meta["name"]), str(meta["namespace"]), spec)
+        adopt(job, run)
+        try:
+            created: dict[str, Any] = self.api.sanitize_for_serialization(
+                self.batch.create_namespaced_job(meta["namespace"], job)
+            )
+            logger.info("Created Job %s/%s", meta["namespace"], meta["name"])
+            return created
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return job  # already there: deterministic name, so it is this run's Job
+
+    def _read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            job: dict[str, Any] = self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
+            return job
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        listed = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={name}")
+        pods = [self.api.sanitize_for_serialization(p) for p in listed.items]
+        # Filter here as well: the selector is a request the server may not honour (test servers do not).
+        return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == name]
+
+    def _delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- status -----------------------------------------------------------------------------------------
+    def reconcile(self, namespace: str, name: str, post_event: PostEvent) -> RunPhase | None:
+        """Bring the run's status up to date with its Job; returns the phase, or None if the run is gone."""
+        with self._locks[(namespace, name)]:
+            try:
+                run = self._runs(namespace).get(name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            if (run.get("metadata") or {}).get("deletionTimestamp"):
+                return None  # being deleted: the delete handler settles it
+            status: dict[str, Any] = dict(run.get("status") or {})
+            stored = status.get("phase")
+            if stored in {p.value for p in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)}:
+                return RunPhase(stored)  # final: never reopened by a late event
+            job = self._read_job(namespace, name)
+            observed = derive(
+                job,
+                self._pods(namespace, name) if job else [],
+                now=_now(),
+                image_pull_grace_s=float((run.get("spec") or {}).get("imagePullGraceSeconds", 300)),
+                job_was_created=bool(status.get("jobName")),
+            )
+            if observed.phase == RunPhase.FAILED and observed.reason == "ImagePullBackOff":
+                self._delete_job(namespace, name)  # it would wait for its image forever
+            new = self._status(run, status, observed, job)
+            if new != status:
+                self._runs(namespace).patch_status(name, new)
+            if new.get("phase") != stored:
+                self._transitioned(run, observed, post_event)
+            self.reconciled += 1
+            return observed.phase
+
+    def _status(
+        self, run: dict[str, Any], status: dict[str, Any], observed: Observed, job: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        new = {**status, "phase": observed.phase.value, "reason": observed.reason, "message": observed.message}
+        if job is not None:
+            new["jobName"] = run["metadata"]["name"]
+        now = _iso(_now())
+        if observed.phase == RunPhase.RUNNING and not status.get("startTime"):
+            new["startTime"] = now
+        if observed.terminal and not status.get("completionTime"):
+            new["completionTime"] = now
+        if status.get("phase") != observed.phase.value:
+            conditions = [c for c in status.get("conditions") or [] if c.get("type") != observed.phase.value]
+            conditions.append({"type": observed.phase.value, "status": "True", "reason": observed.reason,
+                               "message": observed.message, "lastTransitionTime": now})
+            new["conditions"] = conditions
+        project_id = UUID(run["spec"]["projectId"])
+        if observed.phase in (RunPhase.RUNNING, RunPhase.SUCCEEDED):
+            new["progress"] = self._progress(project_id, run)
+        if observed.phase == RunPhase.SUCCEEDED:
+            models = self.records.list_models(project_id)
+            if models:
+                new["modelUrl"] = models[-1].gcs_url
+        return new
+
+    def _progress(self, project_id: UUID, run: dict[str, Any]) -> dict[str, Any]:
+        """Derived from the trainer's per-epoch agent_logs rows: the trainer needs no Kubernetes access."""
+        logs = self.records.recent_logs(project_id, limit=PROGRESS_WINDOW)
+        progress = progress_from_logs(logs, (run.get("spec") or {}).get("epochs"))
+        out: dict[str, Any] = {"epoch": progress.epoch}
+        if progress.total_epochs:
+            out["totalEpochs"] = progress.total_epochs
+            out["epochText"] = f"{progress.epoch}/{progress.total_epochs}"
+        for key, value in (("trainLoss", progress.train_loss), ("valAccuracy", progress.val_accuracy),
+                           ("imagesPerSecond", progress.images_per_s)):
+            if value is not None:
+                out[key] = value
+        return out
+
+    def _transitioned(self, run: dict[str, Any], observed: Observed, post_event: PostEvent) -> None:
+        kind = "Warning" if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) else "Normal"
+        post_event(run, kind, observed.reason, observed.message or observed.phase.value)
+        if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) and observed.reason in UNREPORTED_BY_TRAINER:
+            self.fail_project(UUID(run["spec"]["projectId"]), run["metadata"]["name"], observed)
+
+    def fail_project(self, project_id: UUID, run_name: str, observed: Observed) -> bool:
+        """Mark the project failed with the cluster's reason, only if it is still `training`: what the
+        trainer wrote itself (its own failure, or success) is never overwritten."""
+        message = f"{observed.reason}: {observed.message}" if observed.message else observed.reason
+        error = {"message": message, "type": observed.reason, "step": "kubernetes", "run_name": run_name,
+                 "traceback": None, "failed_at": _now().isoformat()}
+        moved = self.records.transition_project(
+            project_id,
+            from_status=ProjectStatus.TRAINING.value,
+            to_status=ProjectStatus.FAILED.value,
+            metadata_patch={"error": error},
+        )
+        if moved is not None:
+            AgentLog(self.records, project_id, self.settings.agent_name).error(
+                f"Training run {run_name} failed: {message}", **error
+            )
+        return moved is not None
+
+    # -- deletion ---------------------------------------------------------------------------------------
+    def cancelled(self, run: dict[str, Any], post_event: PostEvent) -> None:
+        """The TrainingRun is being deleted: stop its Job and fail the project as cancelled."""
+        meta = run["metadata"]
+        with self._locks[(meta["namespace"], meta["name"])]:
+            self._delete_job(meta["namespace"], meta["name"])
+            phase = (run.get("status") or {}).get("phase")
+            if phase in (RunPhase.SUCCEEDED.value, RunPhase.FAILED.value):
+                return
+            observed = Observed(RunPhase.CANCELLED, "Cancelled", "The TrainingRun was deleted")
+            post_event(run, "Warning", observed.reason, observed.message)
+            self.fail_project(UUID(run["spec"]["projectId"]), meta["name"], observed)

@@ -1,0 +1,131 @@
+"""Job and Pod state → the run's phase, in one pure function (the table of cases is in the tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from training_agent.core.runs import RunPhase
+
+_IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
+# Endings the trainer itself could not write into the records.
+UNREPORTED_BY_TRAINER = frozenset(
+    {"OOMKilled", "ImagePullBackOff", "DeadlineExceeded", "Evicted", "BackoffLimitExceeded", "JobDeleted",
+     "Cancelled", "PodFailurePolicy"}
+)
+
+
+@dataclass(frozen=True)
+class Observed:
+    phase: RunPhase
+    reason: str
+    message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _container_states(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return [s for s in statuses if isinstance(s, dict)]
+
+
+def _terminated_reasons(pods: list[dict[str, Any]]) -> set[str]:
+    reasons = set()
+    for pod in pods:
+        for status in _container_states(pod):
+            for key in ("state", "lastState"):
+                terminated = (status.get(key) or {}).get("terminated") or {}
+                if terminated.get("reason"):
+                    reasons.add(terminated["reason"])
+        if (pod.get("status") or {}).get("reason") == "Evicted":
+            reasons.add("Evicted")
+    return reasons
+
+
+def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def created(pod: dict[str, Any]) -> str:
+        return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+    return max(pods, key=created) if pods else None
+
+
+def _failed(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observed | None:
+    condition = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    if condition is None:
+        return None
+    reasons = _terminated_reasons(pods)
+    # The pod's own reason is more telling than the Job's "BackoffLimitExceeded".
+    for specific in ("OOMKilled", "Evicted"):
+        if specific in reasons:
+            return Observed(RunPhase.FAILED, specific, condition.get("message") or specific)
+    return Observed(RunPhase.FAILED, condition.get("reason") or "Failed", condition.get("message") or "")
+
+
+def _waiting(pod: dict[str, Any], now: datetime, image_pull_grace_s: float) -> Observed | None:
+    for status in _container_states(pod):
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+            created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+            message = f"{waiting['reason']}: {waiting.get('message') or status.get('image') or ''}".strip()
+            if created is not None and (now - created).total_seconds() > image_pull_grace_s:
+                return Observed(RunPhase.FAILED, "ImagePullBackOff", message)
+            return Observed(RunPhase.PENDING, "ImagePullBackOff", message)
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return Observed(RunPhase.QUEUED, condition.get("reason") or "Unschedulable", condition.get("message") or "")
+    return None
+
+
+def derive(
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    *,
+    now: datetime,
+    image_pull_grace_s: float,
+    job_was_created: bool = False,
+) -> Observed:
+    """The run's phase from its Job and the Job's Pods. `job_was_created`: the run's status says a Job
+    existed, so a missing one was deleted by someone."""
+    if job is None:
+        if job_was_created:
+            return Observed(RunPhase.FAILED, "JobDeleted", "The run's Job was deleted before it finished")
+        return Observed(RunPhase.PENDING, "JobNotCreated", "Waiting for the controller to create the Job")
+    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+        return Observed(RunPhase.SUCCEEDED, "Completed", "The trainer finished")
+    failed = _failed(job, pods)
+    if failed is not None:
+        return failed
+    if (job.get("spec") or {}).get("suspend"):
+        return Observed(RunPhase.QUEUED, "Suspended", "Waiting for the queue (Kueue) to admit the Job")
+    pod = _newest(pods)
+    if pod is not None:
+        waiting = _waiting(pod, now, image_pull_grace_s)
+        if waiting is not None:
+            return waiting
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
+    if ((job.get("status") or {}).get("active") or 0) > 0:
+        return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
+    return Observed(RunPhase.PENDING, "Pending", "Waiting for the trainer pod to start")

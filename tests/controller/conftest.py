@@ -17,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from tests.conftest import make_settings
+from tests.support.kube import ClusterEmulator
 from training_agent.controller import operator
 from training_agent.core.kube import api_client
 from training_agent.core.records import RecordsStore
@@ -52,6 +53,11 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         "current-context": "kmock",
     }))
     return path
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    return {**kmock_options, "cls": ClusterEmulator}
 
 
 @pytest.fixture

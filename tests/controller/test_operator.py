@@ -23,8 +23,6 @@ RUNS = "automl.dev/v1alpha1/trainingruns"
 
 async def create_run(k8s_api: client.ApiClient, settings: Settings, project: Project) -> str:
     body = trainingrun_manifest(spec_for(project.id, project.metadata, settings), NAMESPACE)
-    # kmock assigns neither; a cluster would (and kopf tests resourceVersion in its JSON patches).
-    body["metadata"].update(uid=f"uid-{project.id}", resourceVersion="1")
     await asyncio.to_thread(TrainingRuns(k8s_api, NAMESPACE).create, body)
     return str(body["metadata"]["name"])
 
@@ -91,8 +89,7 @@ async def start_pod(k8s_api: client.ApiClient, run: str, status: dict[str, Any])
     core = client.CoreV1Api(k8s_api)
     pod = {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{run}-abcde", "namespace": NAMESPACE, "resourceVersion": "1",
-                     "creationTimestamp": "2026-01-01T00:00:00Z",
+        "metadata": {"name": f"{run}-abcde", "namespace": NAMESPACE,
                      "labels": {"automl.dev/training-run": run, "job-name": run}},
         "spec": {"containers": [{"name": "trainer", "image": "registry.example/trainer:1.0"}]},
     }

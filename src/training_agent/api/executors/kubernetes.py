@@ -81,7 +81,9 @@ class KubernetesExecutor(Executor):
         project = self.records.get_project(project_id)
         spec = spec_for(project_id, project.metadata if project else {}, self.settings)
         try:
-            created = self.runs.create(trainingrun_manifest(spec, self.settings.namespace))
+            created = self.runs.create(trainingrun_manifest(spec, self.settings.namespace)) or self.runs.get(
+                run_name(project_id)
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise

@@ -1,0 +1,69 @@
+"""The CRD: one source file, a structural schema that accepts what the API writes and refuses bad specs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import make_settings
+from tests.controller.conftest import CRD_FILE
+from training_agent.api.executors.kubernetes import spec_for
+from training_agent.core.trainingrun import GROUP, KIND, PLURAL, VERSION, trainingrun_manifest
+
+CRD = yaml.safe_load(CRD_FILE.read_text())
+SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def validate(obj: dict[str, Any]) -> None:
+    # Kubernetes structural schemas are OpenAPI v3.0 (JSON Schema draft 4 keywords, boolean exclusiveMinimum).
+    jsonschema.Draft4Validator(SCHEMA).validate({k: v for k, v in obj.items() if k in ("spec", "status")})
+
+
+def test_names_and_printer_columns() -> None:
+    assert CRD["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert CRD["spec"]["names"]["kind"] == KIND and CRD["spec"]["names"]["shortNames"] == ["tr"]
+    version = CRD["spec"]["versions"][0]
+    assert version["name"] == VERSION and version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Project", "Model", "Phase", "Epoch", "Val-Acc", "Age"]
+    jsonschema.Draft4Validator.check_schema(SCHEMA)
+
+
+def test_what_the_api_writes_is_valid(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, trainer_node_selector={"gpu": "a100"}, trainer_queue_name="q",
+                             trainer_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    body = trainingrun_manifest(spec_for(uuid4(), {"epochs": 3, "learning_rate": 0.01, "preferred_model": "vit_b_16"},
+                                         settings), "ml")
+    validate(body)
+    status = {"phase": "Running", "progress": {"epoch": 1, "totalEpochs": 3, "epochText": "1/3", "valAccuracy": 0.5},
+              "conditions": [{"type": "Running", "status": "True", "reason": "Running"}]}
+    validate({**body, "status": status})
+
+
+VALID = {"projectId": "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "image": "trainer:1"}
+INVALID = {
+    "missing projectId": {"image": "trainer:1"},
+    "project id not a uuid": {**VALID, "projectId": "abc"},
+    "missing image": {"projectId": VALID["projectId"]},
+    "zero epochs": {**VALID, "epochs": 0},
+    "negative gpus": {**VALID, "gpus": -1},
+    "zero learning rate": {**VALID, "learningRate": 0},
+    "bad pull policy": {**VALID, "imagePullPolicy": "Sometimes"},
+    "node selector not strings": {**VALID, "nodeSelector": {"gpu": 1}},
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID), ids=lambda c: c.replace(" ", "-"))
+def test_invalid_specs_are_refused(case: str) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate({"spec": INVALID[case]})
+
+
+def test_invalid_status_phase_is_refused() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate({"spec": copy.deepcopy(VALID), "status": {"phase": "Exploded"}})

@@ -1,4 +1,4 @@
-"""The `training-agent` command: `serve` the API, `train` one project, or run the `demo`."""
+"""The `training-agent` command: `serve` the API, run the `controller`, `train` one project, or the `demo`."""
 
 from __future__ import annotations
 
@@ -71,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds to wait for the run")
     demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 
+    controller = commands.add_parser("controller", help="run the Kubernetes controller (kopf operator)")
+    controller.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        help="namespace to watch (repeatable; default TRAINING_AGENT_NAMESPACE)",
+    )
+    controller.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: for a single replica (several replicas need peering so that one acts)",
+    )
+    controller.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint ('' to disable)"
+    )
+
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="interface to bind (default TRAINING_AGENT_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default TRAINING_AGENT_API_PORT, 8000)")
@@ -125,6 +141,22 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return exit_code
 
 
+def cmd_controller(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from training_agent.controller.operator import run
+
+    asyncio.run(
+        run(
+            settings,
+            namespaces=args.namespaces or [settings.namespace],
+            standalone=args.standalone,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.api.server import serve
 
@@ -137,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         configure_logging(settings.log_level)
-        handler = {"train": cmd_train, "demo": cmd_demo, "serve": cmd_serve}[args.command]
+        handlers = {"train": cmd_train, "demo": cmd_demo, "serve": cmd_serve, "controller": cmd_controller}
+        handler = handlers[args.command]
         return handler(args, settings)
     except ConfigurationError as exc:
         print(f"training-agent: {exc}", file=sys.stderr)

@@ -40,18 +40,24 @@ def register_crd(server: kmock.KubernetesEmulator) -> None:
         "shortnames": names["shortNames"],
         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
         "subresources": ["status"],
-    }
+    }  # type: ignore[assignment]
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "test", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": NAMESPACE}}],
-        "current-context": "kmock",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": NAMESPACE}}
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
     return path
 
 
@@ -70,9 +76,14 @@ async def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 def k8s_settings(tmp_path: Path, cluster: kmock.KubernetesEmulator) -> Settings:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
     return make_settings(
-        tmp_path, kubeconfig=kubeconfig, namespace=NAMESPACE, executor="kubernetes",
-        trainer_image="registry.example/trainer:1.0", trainer_gcs_secret="gcs-key",
-        controller_resync_seconds=0.5, trainer_image_pull_grace_seconds=60,
+        tmp_path,
+        kubeconfig=kubeconfig,
+        namespace=NAMESPACE,
+        executor="kubernetes",
+        trainer_image="registry.example/trainer:1.0",
+        trainer_gcs_secret="gcs-key",
+        controller_resync_seconds=0.5,
+        trainer_image_pull_grace_seconds=60,
     )
 
 
@@ -102,10 +113,17 @@ class OperatorThread:
 
     def _main(self, settings: Settings, records: RecordsStore, api: client.ApiClient) -> None:
         asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(operator.run(
-            settings, namespaces=[NAMESPACE], standalone=True, liveness_endpoint=None,
-            records=records, api=api, scan=False,
-        ))
+        self.task = self.loop.create_task(
+            operator.run(
+                settings,
+                namespaces=[NAMESPACE],
+                standalone=True,
+                liveness_endpoint=None,
+                records=records,
+                api=api,
+                scan=False,
+            )
+        )
         self.started.set()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             self.loop.run_until_complete(self.task)

@@ -30,18 +30,33 @@ def test_names_and_printer_columns() -> None:
     assert CRD["spec"]["names"]["kind"] == KIND and CRD["spec"]["names"]["shortNames"] == ["tr"]
     version = CRD["spec"]["versions"][0]
     assert version["name"] == VERSION and version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Project", "Model", "Phase", "Epoch", "Val-Acc", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Project",
+        "Model",
+        "Phase",
+        "Epoch",
+        "Val-Acc",
+        "Age",
+    ]
     jsonschema.Draft4Validator.check_schema(SCHEMA)
 
 
 def test_what_the_api_writes_is_valid(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, trainer_node_selector={"gpu": "a100"}, trainer_queue_name="q",
-                             trainer_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
-    body = trainingrun_manifest(spec_for(uuid4(), {"epochs": 3, "learning_rate": 0.01, "preferred_model": "vit_b_16"},
-                                         settings), "ml")
+    settings = make_settings(
+        tmp_path,
+        trainer_node_selector={"gpu": "a100"},
+        trainer_queue_name="q",
+        trainer_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    body = trainingrun_manifest(
+        spec_for(uuid4(), {"epochs": 3, "learning_rate": 0.01, "preferred_model": "vit_b_16"}, settings), "ml"
+    )
     validate(body)
-    status = {"phase": "Running", "progress": {"epoch": 1, "totalEpochs": 3, "epochText": "1/3", "valAccuracy": 0.5},
-              "conditions": [{"type": "Running", "status": "True", "reason": "Running"}]}
+    status = {
+        "phase": "Running",
+        "progress": {"epoch": 1, "totalEpochs": 3, "epochText": "1/3", "valAccuracy": 0.5},
+        "conditions": [{"type": "Running", "status": "True", "reason": "Running"}],
+    }
     validate({**body, "status": status})
 
 

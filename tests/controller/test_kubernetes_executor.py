@@ -34,10 +34,15 @@ async def call(client: TestClient, method: str, url: str, **kwargs: Any) -> Any:
 
 
 async def test_start_creates_the_run_and_the_controller_its_job(
-    cluster: kmock.KubernetesEmulator, controller: Any, api: TestClient, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    api: TestClient,
+    k8s_records: RecordsStore,
 ) -> None:
     await controller()
-    project = seed_project(k8s_records, "gs://bucket/data.zip", metadata={"epochs": 5, "preferred_model": "resnet50"})
+    project = seed_project(
+        k8s_records, "gs://bucket/data.zip", metadata={"epochs": 5, "preferred_model": "resnet50"}
+    )
     response = await call(api, "POST", "/agents/training/start", json={"project_id": str(project.id)})
     assert response.status_code == 200, response.text
     name = f"tr-{project.id}"
@@ -59,7 +64,9 @@ async def test_start_creates_the_run_and_the_controller_its_job(
 
 
 async def test_second_submission_finds_the_first_run(
-    cluster: kmock.KubernetesEmulator, api: TestClient, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    api: TestClient,
+    k8s_records: RecordsStore,
 ) -> None:
     project = seed_project(k8s_records, "gs://bucket/data.zip")
     executor = api.app.state.executor  # type: ignore[attr-defined]
@@ -71,7 +78,10 @@ async def test_second_submission_finds_the_first_run(
 
 
 async def test_cancel_deletes_the_run(
-    cluster: kmock.KubernetesEmulator, controller: Any, api: TestClient, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    api: TestClient,
+    k8s_records: RecordsStore,
 ) -> None:
     await controller()
     project = seed_project(k8s_records, "gs://bucket/data.zip")
@@ -81,7 +91,9 @@ async def test_cancel_deletes_the_run(
     response = await call(api, "DELETE", f"/agents/training/{project.id}")
     assert response.status_code == 200, response.text
     assert response.json() == {"project_id": str(project.id), "run_name": name, "cancelled": True}
-    stored = await eventually(lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p)
+    stored = await eventually(
+        lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
+    )
     assert stored.metadata["error"]["message"] == "Cancelled: The TrainingRun was deleted"
     again = await call(api, "DELETE", f"/agents/training/{project.id}")
     assert again.status_code == 409

@@ -25,7 +25,11 @@ def test_job_defaults() -> None:
     job = build_job("tr-x", "ml", spec())
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert job["metadata"] == {"name": "tr-x", "namespace": "ml", "labels": job["spec"]["template"]["metadata"]["labels"]}
+    assert job["metadata"] == {
+        "name": "tr-x",
+        "namespace": "ml",
+        "labels": job["spec"]["template"]["metadata"]["labels"],
+    }
     assert container["command"] == ["training-agent", "train", "--project-id", str(PROJECT), "--claimed"]
     assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert {"name": "TRAINING_AGENT_DEVICE", "value": "cuda"} in container["env"]
@@ -42,17 +46,35 @@ def test_job_defaults() -> None:
 
 
 def test_job_pass_throughs_and_kueue() -> None:
-    job = build_job("tr-x", "ml", spec(
-        gpus=4, resources={"requests": {"memory": "32Gi"}, "limits": {"memory": "64Gi"}},
-        nodeSelector={"gpu": "h100"}, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
-        priorityClassName="training", runtimeClassName="nvidia", serviceAccountName="trainer",
-        envSecretName="env", gcsSecretName="gcs", queueName="team-a", shmSizeLimit="16Gi",
-    ))
+    job = build_job(
+        "tr-x",
+        "ml",
+        spec(
+            gpus=4,
+            resources={"requests": {"memory": "32Gi"}, "limits": {"memory": "64Gi"}},
+            nodeSelector={"gpu": "h100"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            priorityClassName="training",
+            runtimeClassName="nvidia",
+            serviceAccountName="trainer",
+            envSecretName="env",
+            gcsSecretName="gcs",
+            queueName="team-a",
+            shmSizeLimit="16Gi",
+        ),
+    )
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"] == {"requests": {"memory": "32Gi"}, "limits": {"memory": "64Gi", "nvidia.com/gpu": "4"}}
+    assert container["resources"] == {
+        "requests": {"memory": "32Gi"},
+        "limits": {"memory": "64Gi", "nvidia.com/gpu": "4"},
+    }
     assert pod["nodeSelector"] == {"gpu": "h100"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert (pod["priorityClassName"], pod["runtimeClassName"], pod["serviceAccountName"]) == ("training", "nvidia", "trainer")
+    assert (pod["priorityClassName"], pod["runtimeClassName"], pod["serviceAccountName"]) == (
+        "training",
+        "nvidia",
+        "trainer",
+    )
     assert container["envFrom"] == [{"secretRef": {"name": "env"}}]
     assert {"name": "gcs-key", "secret": {"secretName": "gcs"}} in pod["volumes"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
@@ -70,15 +92,25 @@ def cond(kind: str, reason: str = "", message: str = "") -> dict[str, Any]:
     return {"type": kind, "status": "True", "reason": reason, "message": message}
 
 
-def pod(phase: str = "Pending", *, age_s: float = 10, waiting: str | None = None, terminated: str | None = None,
-        conditions: list[dict[str, Any]] | None = None, reason: str | None = None) -> dict[str, Any]:
+def pod(
+    phase: str = "Pending",
+    *,
+    age_s: float = 10,
+    waiting: str | None = None,
+    terminated: str | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
     state: dict[str, Any] = {}
     if waiting:
         state = {"waiting": {"reason": waiting, "message": "pull access denied"}}
     if terminated:
         state = {"terminated": {"reason": terminated, "exitCode": 137}}
-    status: dict[str, Any] = {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}],
-                              "conditions": conditions or []}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "containerStatuses": [{"name": "trainer", "state": state}],
+        "conditions": conditions or [],
+    }
     if reason:
         status["reason"] = reason
     created = (NOW - timedelta(seconds=age_s)).isoformat()
@@ -92,31 +124,102 @@ CASES: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]], bool, RunPha
     "job deleted": (None, [], True, RunPhase.FAILED, "JobDeleted"),
     "job without pods": (JOB, [], False, RunPhase.PENDING, "Pending"),
     "suspended (kueue)": ({"spec": {"suspend": True}, "status": {}}, [], False, RunPhase.QUEUED, "Suspended"),
-    "unschedulable": (JOB, [pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                             "message": "Insufficient nvidia.com/gpu"}])],
-                      False, RunPhase.QUEUED, "Unschedulable"),
-    "image pull, in grace": (JOB, [pod(waiting="ImagePullBackOff", age_s=10)], False, RunPhase.PENDING,
-                             "ImagePullBackOff"),
-    "image pull, past grace": (JOB, [pod(waiting="ErrImagePull", age_s=900)], False, RunPhase.FAILED,
-                               "ImagePullBackOff"),
+    "unschedulable": (
+        JOB,
+        [
+            pod(
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "Insufficient nvidia.com/gpu",
+                    }
+                ]
+            )
+        ],
+        False,
+        RunPhase.QUEUED,
+        "Unschedulable",
+    ),
+    "image pull, in grace": (
+        JOB,
+        [pod(waiting="ImagePullBackOff", age_s=10)],
+        False,
+        RunPhase.PENDING,
+        "ImagePullBackOff",
+    ),
+    "image pull, past grace": (
+        JOB,
+        [pod(waiting="ErrImagePull", age_s=900)],
+        False,
+        RunPhase.FAILED,
+        "ImagePullBackOff",
+    ),
     "running": (JOB, [pod("Running")], False, RunPhase.RUNNING, "Running"),
-    "active without pod seen": ({"spec": {}, "status": {"active": 1}}, [], False, RunPhase.RUNNING, "Running"),
-    "complete": ({"spec": {}, "status": {"conditions": [cond("Complete")]}}, [], False, RunPhase.SUCCEEDED,
-                 "Completed"),
-    "backoff limit": ({"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
-                      [pod("Failed", terminated="Error")], False, RunPhase.FAILED, "BackoffLimitExceeded"),
-    "oom killed": ({"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
-                   [pod("Failed", terminated="OOMKilled")], False, RunPhase.FAILED, "OOMKilled"),
-    "deadline": ({"spec": {}, "status": {"conditions": [cond("Failed", "DeadlineExceeded")]}}, [], False,
-                 RunPhase.FAILED, "DeadlineExceeded"),
-    "pod failure policy": ({"spec": {}, "status": {"conditions": [cond("Failed", "PodFailurePolicy")]}}, [], False,
-                           RunPhase.FAILED, "PodFailurePolicy"),
-    "failure target (1.31+)": ({"spec": {}, "status": {"conditions": [cond("FailureTarget", "PodFailurePolicy")]}},
-                               [], False, RunPhase.FAILED, "PodFailurePolicy"),
-    "evicted": ({"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
-                [pod("Failed", reason="Evicted")], False, RunPhase.FAILED, "Evicted"),
-    "evicted, retrying": ({"spec": {}, "status": {"active": 1}}, [pod("Running")], False, RunPhase.RUNNING,
-                          "Running"),
+    "active without pod seen": (
+        {"spec": {}, "status": {"active": 1}},
+        [],
+        False,
+        RunPhase.RUNNING,
+        "Running",
+    ),
+    "complete": (
+        {"spec": {}, "status": {"conditions": [cond("Complete")]}},
+        [],
+        False,
+        RunPhase.SUCCEEDED,
+        "Completed",
+    ),
+    "backoff limit": (
+        {"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
+        [pod("Failed", terminated="Error")],
+        False,
+        RunPhase.FAILED,
+        "BackoffLimitExceeded",
+    ),
+    "oom killed": (
+        {"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
+        [pod("Failed", terminated="OOMKilled")],
+        False,
+        RunPhase.FAILED,
+        "OOMKilled",
+    ),
+    "deadline": (
+        {"spec": {}, "status": {"conditions": [cond("Failed", "DeadlineExceeded")]}},
+        [],
+        False,
+        RunPhase.FAILED,
+        "DeadlineExceeded",
+    ),
+    "pod failure policy": (
+        {"spec": {}, "status": {"conditions": [cond("Failed", "PodFailurePolicy")]}},
+        [],
+        False,
+        RunPhase.FAILED,
+        "PodFailurePolicy",
+    ),
+    "failure target (1.31+)": (
+        {"spec": {}, "status": {"conditions": [cond("FailureTarget", "PodFailurePolicy")]}},
+        [],
+        False,
+        RunPhase.FAILED,
+        "PodFailurePolicy",
+    ),
+    "evicted": (
+        {"spec": {}, "status": {"conditions": [cond("Failed", "BackoffLimitExceeded")]}},
+        [pod("Failed", reason="Evicted")],
+        False,
+        RunPhase.FAILED,
+        "Evicted",
+    ),
+    "evicted, retrying": (
+        {"spec": {}, "status": {"active": 1}},
+        [pod("Running")],
+        False,
+        RunPhase.RUNNING,
+        "Running",
+    ),
 }
 
 

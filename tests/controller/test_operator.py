@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from uuid import UUID
 
 import kmock
 from kubernetes import client
@@ -28,7 +27,9 @@ async def create_run(k8s_api: client.ApiClient, settings: Settings, project: Pro
 
 
 def training_project(records: RecordsStore) -> Project:
-    project = seed_project(records, "gs://bucket/data.zip", metadata={"epochs": 4, "preferred_model": "resnet50"})
+    project = seed_project(
+        records, "gs://bucket/data.zip", metadata={"epochs": 4, "preferred_model": "resnet50"}
+    )
     records.transition_project(project.id, from_status="pending_training", to_status="training")
     return project
 
@@ -43,7 +44,9 @@ def run_status(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
 
 def posts(cluster: kmock.KubernetesEmulator, path_end: str) -> list[Any]:
     """The POST requests kmock received to URLs ending with `path_end`."""
-    return [r for r in list(cluster) if str(r.method.value).upper() == "POST" and r.url.path.endswith(path_end)]
+    return [
+        r for r in list(cluster) if str(r.method.value).upper() == "POST" and r.url.path.endswith(path_end)
+    ]
 
 
 def jobs_created(cluster: kmock.KubernetesEmulator) -> int:
@@ -55,8 +58,11 @@ def jobs_stored(cluster: kmock.KubernetesEmulator) -> int:
 
 
 async def test_run_becomes_one_job(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     await controller()
     project = training_project(k8s_records)
@@ -68,7 +74,9 @@ async def test_run_becomes_one_job(
     assert container["command"] == ["training-agent", "train", "--project-id", str(project.id), "--claimed"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["envFrom"] == [{"secretRef": {"name": "training-agent-env"}}]
-    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/gcs/key.json"} in container["env"]
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/gcs/key.json"} in container[
+        "env"
+    ]
     assert {"name": "gcs-key", "mountPath": "/var/secrets/gcs", "readOnly": True} in container["volumeMounts"]
     volumes = {v["name"]: v for v in created["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
@@ -88,12 +96,16 @@ async def patch_job_status(k8s_api: client.ApiClient, name: str, status: dict[st
 async def start_pod(k8s_api: client.ApiClient, run: str, status: dict[str, Any]) -> None:
     core = client.CoreV1Api(k8s_api)
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{run}-abcde", "namespace": NAMESPACE,
-                     "labels": {"automl.dev/training-run": run, "job-name": run}},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{run}-abcde",
+            "namespace": NAMESPACE,
+            "labels": {"automl.dev/training-run": run, "job-name": run},
+        },
         "spec": {"containers": [{"name": "trainer", "image": "registry.example/trainer:1.0"}]},
     }
-    await asyncio.to_thread(core.create_namespaced_pod, NAMESPACE, pod)
+    await asyncio.to_thread(core.create_namespaced_pod, NAMESPACE, pod)  # type: ignore[arg-type]
     await asyncio.to_thread(core.patch_namespaced_pod_status, f"{run}-abcde", NAMESPACE, {"status": status})
 
 
@@ -104,14 +116,18 @@ def failed_condition(reason: str, message: str = "") -> dict[str, Any]:
 def events_for(cluster: kmock.KubernetesEmulator, run: str) -> list[str]:
     """Reasons of the Events posted about `run` (kmock stores only the first: it has no generateName)."""
     return [
-        r.data.get("reason") for r in posts(cluster, "/events")
+        r.data.get("reason")
+        for r in posts(cluster, "/events")
         if ((r.data or {}).get("involvedObject") or {}).get("name") == run
     ]
 
 
 async def started(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    settings: Settings, records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    settings: Settings,
+    records: RecordsStore,
 ) -> tuple[Project, str]:
     await controller()
     project = training_project(records)
@@ -121,28 +137,58 @@ async def started(
 
 
 async def test_running_then_succeeded(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
     await start_pod(k8s_api, name, {"phase": "Running"})
     await patch_job_status(k8s_api, name, {"active": 1})
     await eventually(lambda: run_status(cluster, name).get("phase") == "Running", what="Running")
     # The trainer reports an epoch and, later, its model and the project's new status.
-    k8s_records.insert_log(project.id, "training_agent", "info", "Epoch 1/4", {
-        "epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_accuracy": 0.55, "images_per_s": 900.0,
-        "seconds": 10.0, "total_epochs": 4,
-    })
-    progress = await eventually(lambda: run_status(cluster, name).get("progress", {}).get("epoch") == 1 and
-                                run_status(cluster, name)["progress"], what="progress")
-    assert progress == {"epoch": 1, "totalEpochs": 4, "epochText": "1/4", "trainLoss": 0.7,
-                        "valAccuracy": 0.55, "imagesPerSecond": 900.0}
-    k8s_records.insert_model(NewModel(project_id=project.id, name="p_model", gcs_url="gs://b/models/p_model.pth"))
+    k8s_records.insert_log(
+        project.id,
+        "training_agent",
+        "info",
+        "Epoch 1/4",
+        {
+            "epoch": 1,
+            "train_loss": 0.7,
+            "val_loss": 0.6,
+            "val_accuracy": 0.55,
+            "images_per_s": 900.0,
+            "seconds": 10.0,
+            "total_epochs": 4,
+        },
+    )
+    progress = await eventually(
+        lambda: (
+            run_status(cluster, name).get("progress", {}).get("epoch") == 1
+            and run_status(cluster, name)["progress"]
+        ),
+        what="progress",
+    )
+    assert progress == {
+        "epoch": 1,
+        "totalEpochs": 4,
+        "epochText": "1/4",
+        "trainLoss": 0.7,
+        "valAccuracy": 0.55,
+        "imagesPerSecond": 900.0,
+    }
+    k8s_records.insert_model(
+        NewModel(project_id=project.id, name="p_model", gcs_url="gs://b/models/p_model.pth")
+    )
     k8s_records.transition_project(project.id, from_status="training", to_status="pending_evaluation")
-    await patch_job_status(k8s_api, name, {"active": 0, "succeeded": 1,
-                                           "conditions": [{"type": "Complete", "status": "True"}]})
-    status = await eventually(lambda: run_status(cluster, name).get("phase") == "Succeeded" and
-                              run_status(cluster, name), what="Succeeded")
+    await patch_job_status(
+        k8s_api, name, {"active": 0, "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    )
+    status = await eventually(
+        lambda: run_status(cluster, name).get("phase") == "Succeeded" and run_status(cluster, name),
+        what="Succeeded",
+    )
     assert status["modelUrl"] == "gs://b/models/p_model.pth"
     assert status["startTime"] and status["completionTime"]
     assert [c["type"] for c in status["conditions"]] == ["Pending", "Running", "Succeeded"]
@@ -153,18 +199,40 @@ async def test_running_then_succeeded(
 
 
 async def test_oomkilled_fails_the_project(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
-    await start_pod(k8s_api, name, {"phase": "Failed", "containerStatuses": [{
-        "name": "trainer", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
-    }]})
-    await patch_job_status(k8s_api, name, failed_condition("BackoffLimitExceeded", "Job has reached the backoff limit"))
-    status = await eventually(lambda: run_status(cluster, name).get("phase") == "Failed" and run_status(cluster, name))
+    await start_pod(
+        k8s_api,
+        name,
+        {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "image": "x",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ],
+        },
+    )
+    await patch_job_status(
+        k8s_api, name, failed_condition("BackoffLimitExceeded", "Job has reached the backoff limit")
+    )
+    status = await eventually(
+        lambda: run_status(cluster, name).get("phase") == "Failed" and run_status(cluster, name)
+    )
     assert status["reason"] == "OOMKilled"
-    stored = await eventually(lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p)
+    stored = await eventually(
+        lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
+    )
     assert stored.metadata["error"]["message"].startswith("OOMKilled")
     assert stored.metadata["error"]["step"] == "kubernetes"
     assert [log.log_level for log in k8s_records.recent_logs(project.id)] == ["error"]
@@ -172,47 +240,79 @@ async def test_oomkilled_fails_the_project(
 
 
 async def test_deadline_exceeded(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
-    await patch_job_status(k8s_api, name, failed_condition("DeadlineExceeded", "Job was active longer than specified"))
-    stored = await eventually(lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p)
+    await patch_job_status(
+        k8s_api, name, failed_condition("DeadlineExceeded", "Job was active longer than specified")
+    )
+    stored = await eventually(
+        lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
+    )
     assert stored.metadata["error"]["message"] == "DeadlineExceeded: Job was active longer than specified"
     assert run_status(cluster, name)["reason"] == "DeadlineExceeded"
 
 
 async def test_trainer_failure_is_not_overwritten(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
     trainer_error = {"message": "The dataset file is not a zip archive", "step": "extract"}
-    k8s_records.transition_project(project.id, from_status="training", to_status="failed",
-                                   metadata_patch={"error": trainer_error})
-    await patch_job_status(k8s_api, name, failed_condition("PodFailurePolicy", "Container trainer exited with 3"))
+    k8s_records.transition_project(
+        project.id, from_status="training", to_status="failed", metadata_patch={"error": trainer_error}
+    )
+    await patch_job_status(
+        k8s_api, name, failed_condition("PodFailurePolicy", "Container trainer exited with 3")
+    )
     await eventually(lambda: run_status(cluster, name).get("phase") == "Failed", what="Failed")
     assert k8s_records.get_project(project.id).metadata["error"] == trainer_error  # type: ignore[union-attr]
     assert k8s_records.recent_logs(project.id) == []
 
 
 async def test_unschedulable_is_queued_and_suspended_is_queued(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     _, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
-    await start_pod(k8s_api, name, {"phase": "Pending", "conditions": [{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
-    }]})
+    await start_pod(
+        k8s_api,
+        name,
+        {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+    )
     await patch_job_status(k8s_api, name, {"active": 1})
-    status = await eventually(lambda: run_status(cluster, name).get("phase") == "Queued" and run_status(cluster, name))
+    status = await eventually(
+        lambda: run_status(cluster, name).get("phase") == "Queued" and run_status(cluster, name)
+    )
     assert status["message"] == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
 async def test_restarts_and_replays_make_one_job_and_lose_no_transition(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     first = await controller()
     project = training_project(k8s_records)
@@ -223,7 +323,9 @@ async def test_restarts_and_replays_make_one_job_and_lose_no_transition(
     await patch_job_status(k8s_api, name, failed_condition("DeadlineExceeded", "too long"))
     await controller()  # its watch replays every object as ADDED: the run, the Job
     await eventually(lambda: run_status(cluster, name).get("phase") == "Failed", what="Failed after restart")
-    stored = await eventually(lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p)
+    stored = await eventually(
+        lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
+    )
     assert stored.metadata["error"]["message"] == "DeadlineExceeded: too long"
     await controller()  # and once more, beside the second: nothing changes, nothing is made twice
     await asyncio.sleep(1.0)
@@ -232,13 +334,24 @@ async def test_restarts_and_replays_make_one_job_and_lose_no_transition(
 
 
 async def test_deleting_the_run_cancels(
-    cluster: kmock.KubernetesEmulator, controller: Any, k8s_api: client.ApiClient,
-    k8s_settings: Settings, k8s_records: RecordsStore,
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> None:
     project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
-    await eventually(lambda: cluster.objects[RUNS, NAMESPACE, name]["metadata"].get("finalizers"), what="finalizer")
+    await eventually(
+        lambda: cluster.objects[RUNS, NAMESPACE, name]["metadata"].get("finalizers"), what="finalizer"
+    )
     await asyncio.to_thread(TrainingRuns(k8s_api, NAMESPACE).delete, name)
-    stored = await eventually(lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p)
+    stored = await eventually(
+        lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
+    )
     assert stored.metadata["error"]["message"] == "Cancelled: The TrainingRun was deleted"
-    await eventually(lambda: (JOBS, NAMESPACE, name) not in cluster.objects or cluster.objects[JOBS, NAMESPACE, name].deleted,
-                     what="the Job deleted")
+    await eventually(
+        lambda: (
+            (JOBS, NAMESPACE, name) not in cluster.objects or cluster.objects[JOBS, NAMESPACE, name].deleted
+        ),
+        what="the Job deleted",
+    )

@@ -21,7 +21,7 @@ def test_reads_the_shared_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     key_file = tmp_path / "sa.json"
     key_file.write_text("{}")
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
-    monkeypatch.setenv("SUPABASE_KEY", "secret")
+    monkeypatch.setenv("SUPABASE_KEY", "k3y-v4lue")
     monkeypatch.setenv("GCP_BUCKET_NAME", "automl-bucket")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     monkeypatch.setenv("LOG_LEVEL", "debug")
@@ -29,11 +29,11 @@ def test_reads_the_shared_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("TRAINING_AGENT_NUM_WORKERS", "7")
     settings = get_settings()
     assert settings.supabase_url == "https://abc.supabase.co"
-    assert settings.supabase_key is not None and settings.supabase_key.get_secret_value() == "secret"
+    assert settings.supabase_key is not None and settings.supabase_key.get_secret_value() == "k3y-v4lue"
     assert settings.model_store_root == "gs://automl-bucket"
     assert settings.google_application_credentials == key_file
     assert settings.log_level == "DEBUG" and settings.num_workers == 7
-    assert "secret" not in repr(settings)
+    assert "k3y-v4lue" not in repr(settings)
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,15 @@ _versions = itertools.count(1)
 
 class ClusterEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        if request.resource is not None and request.action == enums.action.CREATE and isinstance(request.data, dict):
+        if (
+            request.resource is not None
+            and request.action == enums.action.CREATE
+            and isinstance(request.data, dict)
+        ):
             meta: dict[str, Any] = request.data.setdefault("metadata", {})
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("resourceVersion", str(next(_versions)))
-            meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            meta.setdefault(
+                "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
         return await super()._handle(request)

@@ -13,7 +13,14 @@ from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, 
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import Project, utcnow
-from training_agent.core.runs import INITIATED, PROGRESS_WINDOW, RunInfo, RunPhase, progress_from_logs, run_name
+from training_agent.core.runs import (
+    INITIATED,
+    PROGRESS_WINDOW,
+    RunInfo,
+    RunPhase,
+    progress_from_logs,
+    run_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +104,9 @@ def cancel_training(project_id: UUID, records: RecordsStore, executor: Executor)
     """Stop a project's run; the project ends `failed` with "Cancelled" as the reason."""
     project = _project(records, project_id)
     if project.status != ProjectStatus.TRAINING.value:
-        raise Conflict(f"Project {project_id} is in status {project.status!r}; only a training run can be cancelled")
+        raise Conflict(
+            f"Project {project_id} is in status {project.status!r}; only a training run can be cancelled"
+        )
     if not executor.cancel(project_id):
         raise NotFound(f"Project {project_id} has no run in the {executor.name} executor")
     return CancelResponse(project_id=project_id, run_name=run_name(project_id))

@@ -6,7 +6,8 @@ Registered into a given registry by `register()`, so the CLI and each test build
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -18,11 +19,11 @@ FINALIZER = f"{GROUP}/training-agent"
 
 
 def _post_event(run: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(run, type=kind, reason=reason, message=message)
+    kopf.event(cast(kopf.Body, run), type=kind, reason=reason, message=message)
 
 
 def _adopt(job: dict[str, Any], run: dict[str, Any]) -> None:
-    kopf.adopt(job, owner=run)  # owner reference: the cluster deletes the Job with its run
+    kopf.adopt(job, owner=cast(kopf.Body, run))  # owner reference: the cluster deletes the Job with its run
 
 
 def configure(settings: kopf.OperatorSettings, *, standalone: bool, peering_name: str) -> None:
@@ -41,25 +42,27 @@ def configure(settings: kopf.OperatorSettings, *, standalone: bool, peering_name
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, resync_seconds: float) -> None:
     @kopf.on.resume(*RUNS, registry=registry)
     @kopf.on.create(*RUNS, registry=registry)
-    def run_created(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    def run_created(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
         try:
             reconciler.ensure_job(dict(body), _adopt)
         except InvalidSpec as exc:
             raise kopf.PermanentError(str(exc)) from exc
-        reconciler.reconcile(namespace, name, _post_event)
+        reconciler.reconcile(str(namespace), name, _post_event)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
-    def job_changed(labels: kopf.Labels, namespace: str, **_: Any) -> None:
-        reconciler.reconcile(namespace, labels[LABEL_RUN], _post_event)
+    @kopf.on.event(
+        "batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry
+    )
+    def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        reconciler.reconcile(str(namespace), labels[LABEL_RUN], _post_event)
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
-    def pod_changed(labels: kopf.Labels, namespace: str, **_: Any) -> None:
-        reconciler.reconcile(namespace, labels[LABEL_RUN], _post_event)
+    def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        reconciler.reconcile(str(namespace), labels[LABEL_RUN], _post_event)
 
     # Level-triggered safety net: image-pull grace periods expire and progress moves without any event.
     @kopf.timer(*RUNS, interval=resync_seconds, registry=registry)
-    def resync(namespace: str, name: str, **_: Any) -> None:
-        reconciler.reconcile(namespace, name, _post_event)
+    def resync(namespace: str | None, name: str, **_: Any) -> None:
+        reconciler.reconcile(str(namespace), name, _post_event)
 
     @kopf.on.delete(*RUNS, registry=registry)
     def run_deleted(body: kopf.Body, **_: Any) -> None:

@@ -52,7 +52,7 @@ def _volumes(spec: TrainingRunSpec) -> tuple[list[dict[str, Any]], list[dict[str
         {"name": "work", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - a mount point, not a temp file
         {"name": "work", "mountPath": WORK_DIR},
     ]
     if spec.gcs_secret_name:

@@ -41,6 +41,12 @@ class InvalidSpec(ValueError):
     """The TrainingRun's spec can never become a Job."""
 
 
+def _plain(api: client.ApiClient, obj: Any) -> dict[str, Any]:
+    """A client model as the plain camelCase dict the API server sent."""
+    plain: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return plain
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -74,9 +80,8 @@ class Reconciler:
         job = build_job(str(meta["name"]), str(meta["namespace"]), spec)
         adopt(job, run)
         try:
-            created: dict[str, Any] = self.api.sanitize_for_serialization(
-                self.batch.create_namespaced_job(meta["namespace"], job)
-            )
+            # The client takes plain dicts as well as its models.
+            created = _plain(self.api, self.batch.create_namespaced_job(meta["namespace"], job))  # type: ignore[arg-type]
             logger.info("Created Job %s/%s", meta["namespace"], meta["name"])
             return created
         except ApiException as exc:
@@ -86,8 +91,7 @@ class Reconciler:
 
     def _read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            job: dict[str, Any] = self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
-            return job
+            return _plain(self.api, self.batch.read_namespaced_job(name, namespace))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -95,7 +99,7 @@ class Reconciler:
 
     def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={name}")
-        pods = [self.api.sanitize_for_serialization(p) for p in listed.items]
+        pods = [_plain(self.api, p) for p in listed.items]
         # Filter here as well: the selector is a request the server may not honour (test servers do not).
         return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == name]
 
@@ -143,7 +147,12 @@ class Reconciler:
     def _status(
         self, run: dict[str, Any], status: dict[str, Any], observed: Observed, job: dict[str, Any] | None
     ) -> dict[str, Any]:
-        new = {**status, "phase": observed.phase.value, "reason": observed.reason, "message": observed.message}
+        new = {
+            **status,
+            "phase": observed.phase.value,
+            "reason": observed.reason,
+            "message": observed.message,
+        }
         if job is not None:
             new["jobName"] = run["metadata"]["name"]
         now = _iso(_now())
@@ -153,8 +162,15 @@ class Reconciler:
             new["completionTime"] = now
         if status.get("phase") != observed.phase.value:
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != observed.phase.value]
-            conditions.append({"type": observed.phase.value, "status": "True", "reason": observed.reason,
-                               "message": observed.message, "lastTransitionTime": now})
+            conditions.append(
+                {
+                    "type": observed.phase.value,
+                    "status": "True",
+                    "reason": observed.reason,
+                    "message": observed.message,
+                    "lastTransitionTime": now,
+                }
+            )
             new["conditions"] = conditions
         project_id = UUID(run["spec"]["projectId"])
         if observed.phase in (RunPhase.RUNNING, RunPhase.SUCCEEDED):
@@ -173,8 +189,11 @@ class Reconciler:
         if progress.total_epochs:
             out["totalEpochs"] = progress.total_epochs
             out["epochText"] = f"{progress.epoch}/{progress.total_epochs}"
-        for key, value in (("trainLoss", progress.train_loss), ("valAccuracy", progress.val_accuracy),
-                           ("imagesPerSecond", progress.images_per_s)):
+        for key, value in (
+            ("trainLoss", progress.train_loss),
+            ("valAccuracy", progress.val_accuracy),
+            ("imagesPerSecond", progress.images_per_s),
+        ):
             if value is not None:
                 out[key] = value
         return out
@@ -182,15 +201,24 @@ class Reconciler:
     def _transitioned(self, run: dict[str, Any], observed: Observed, post_event: PostEvent) -> None:
         kind = "Warning" if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) else "Normal"
         post_event(run, kind, observed.reason, observed.message or observed.phase.value)
-        if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) and observed.reason in UNREPORTED_BY_TRAINER:
+        if (
+            observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED)
+            and observed.reason in UNREPORTED_BY_TRAINER
+        ):
             self.fail_project(UUID(run["spec"]["projectId"]), run["metadata"]["name"], observed)
 
     def fail_project(self, project_id: UUID, run_name: str, observed: Observed) -> bool:
         """Mark the project failed with the cluster's reason, only if it is still `training`: what the
         trainer wrote itself (its own failure, or success) is never overwritten."""
         message = f"{observed.reason}: {observed.message}" if observed.message else observed.reason
-        error = {"message": message, "type": observed.reason, "step": "kubernetes", "run_name": run_name,
-                 "traceback": None, "failed_at": _now().isoformat()}
+        error = {
+            "message": message,
+            "type": observed.reason,
+            "step": "kubernetes",
+            "run_name": run_name,
+            "traceback": None,
+            "failed_at": _now().isoformat(),
+        }
         moved = self.records.transition_project(
             project_id,
             from_status=ProjectStatus.TRAINING.value,

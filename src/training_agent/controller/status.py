@@ -12,8 +12,16 @@ _IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidIma
 TERMINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
 # Endings the trainer itself could not write into the records.
 UNREPORTED_BY_TRAINER = frozenset(
-    {"OOMKilled", "ImagePullBackOff", "DeadlineExceeded", "Evicted", "BackoffLimitExceeded", "JobDeleted",
-     "Cancelled", "PodFailurePolicy"}
+    {
+        "OOMKilled",
+        "ImagePullBackOff",
+        "DeadlineExceeded",
+        "Evicted",
+        "BackoffLimitExceeded",
+        "JobDeleted",
+        "Cancelled",
+        "PodFailurePolicy",
+    }
 )
 
 
@@ -94,11 +102,13 @@ def _waiting(pod: dict[str, Any], now: datetime, image_pull_grace_s: float) -> O
             return Observed(RunPhase.PENDING, "ImagePullBackOff", message)
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return Observed(RunPhase.QUEUED, condition.get("reason") or "Unschedulable", condition.get("message") or "")
+            return Observed(
+                RunPhase.QUEUED, condition.get("reason") or "Unschedulable", condition.get("message") or ""
+            )
     return None
 
 
-def derive(
+def derive(  # noqa: PLR0911 - one return per row of the phase table
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 
@@ -21,9 +21,11 @@ def api_client(settings: Settings) -> client.ApiClient:
     try:
         if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return client.ApiClient(configuration)
-        return config.new_client_from_config(config_file=str(settings.kubeconfig) if settings.kubeconfig else None)
+        path = str(settings.kubeconfig) if settings.kubeconfig else None
+        api: client.ApiClient = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        return api
     except (config.ConfigException, OSError) as exc:
         raise ConfigurationError(
             f"Cannot configure the Kubernetes client: {exc}. Set TRAINING_AGENT_KUBECONFIG or KUBECONFIG, "
@@ -39,14 +41,16 @@ class TrainingRuns:
         self.namespace = namespace
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body
+        return cast(
+            dict[str, Any],
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body),
         )
-        return result
 
     def get(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
-        return result
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name),
+        )
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
@@ -57,9 +61,10 @@ class TrainingRuns:
         )
 
     def list(self, limit: int | None = None) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, limit=limit)
-        items: list[dict[str, Any]] = result.get("items", [])
-        return items
+        result = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, limit=limit
+        )
+        return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
 
 
 __all__ = ["API_VERSION", "TrainingRuns", "api_client"]

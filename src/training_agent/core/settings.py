@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     trainer_image: str = "ghcr.io/automl/training-agent-trainer:0.1.0"
     trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     trainer_gpus: int = Field(default=1, ge=0)
-    trainer_env_secret: str | None = "training-agent-env"
+    trainer_env_secret: str | None = "training-agent-env"  # noqa: S105 - a Secret's name, not a secret
     trainer_gcs_secret: str | None = None
     trainer_service_account: str | None = None
     trainer_node_selector: dict[str, str] = Field(default_factory=dict)

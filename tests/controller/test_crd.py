@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_settings
-from tests.controller.conftest import CRD_FILE
+from tests.support.kube import CRD_FILE
 from training_agent.api.executors.kubernetes import spec_for
 from training_agent.core.trainingrun import GROUP, KIND, PLURAL, VERSION, trainingrun_manifest
 

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespace to watch (repeatable; default TRAINING_AGENT_NAMESPACE)",
     )
     controller.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        help="watch TrainingRuns in every namespace (cluster-wide mode)",
+    )
+    controller.add_argument(
         "--standalone",
         action="store_true",
         help="no peering: for a single replica (several replicas need peering so that one acts)",
@@ -150,6 +155,7 @@ def cmd_controller(args: argparse.Namespace, settings: Settings) -> int:
         run(
             settings,
             namespaces=args.namespaces or [settings.namespace],
+            clusterwide=args.all_namespaces,
             standalone=args.standalone,
             liveness_endpoint=args.liveness or None,
         )

@@ -107,7 +107,6 @@ class OperatorThread:
                 liveness_endpoint=None,
                 records=records,
                 api=api,
-                scan=False,
             )
         )
         self.started.set()

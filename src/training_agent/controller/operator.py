@@ -63,18 +63,20 @@ async def run(
     records: RecordsStore | None = None,
     api: client.ApiClient | None = None,
     stop_flag: asyncio.Event | None = None,
-    scan: bool = True,
+    clusterwide: bool = False,
 ) -> None:
     api = api or api_client(settings)
     registry, _ = build_registry(settings, records or open_records(settings), api)
     kopf_settings = operator_settings(standalone=standalone)
-    # Without scanning, kopf does not watch for CRDs and namespaces appearing later (tests: kmock serves
-    # no CRD objects to scan).
-    kopf_settings.scanning.disabled = not scan
+    # Scanning (listing namespaces and CRDs as they appear) is only needed cluster-wide or for namespace
+    # patterns; with named namespaces it would need RBAC to list namespaces that a namespaced install
+    # does not grant. The CRD must then exist before the controller starts (Helm's crds/ sees to that).
+    kopf_settings.scanning.disabled = not (clusterwide or any(ch in ns for ns in namespaces for ch in "*?[!"))
     await kopf.operator(
         registry=registry,
         settings=kopf_settings,
-        namespaces=namespaces,
+        namespaces=[] if clusterwide else namespaces,
+        clusterwide=clusterwide,
         standalone=standalone,
         liveness_endpoint=liveness_endpoint,
         stop_flag=stop_flag,

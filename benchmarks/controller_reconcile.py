@@ -120,8 +120,8 @@ async def main(count: int) -> None:
     cuts = statistics.quantiles(latencies, n=100)
     rate = count / elapsed
     print(
-        f"{count} TrainingRuns against kmock; the controller in its own process; {os.cpu_count()} CPUs shared "
-        "by kmock, the client and the controller"
+        f"{count} TrainingRuns against kmock; the controller in its own process; "
+        f"{os.cpu_count()} CPUs shared by kmock, the client and the controller"
     )
     print(f"baseline: {baseline_rate:.0f} objects/s created through the client with no controller")
     print(

@@ -355,3 +355,47 @@ async def test_deleting_the_run_cancels(
         ),
         what="the Job deleted",
     )
+
+
+async def test_liveness_probe(
+    cluster: kmock.KubernetesEmulator,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
+    k8s_api: client.ApiClient,
+) -> None:
+    from tests.support.kube import OperatorThread
+    from tests.support.postgres import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/healthz"
+    op = OperatorThread(k8s_settings, k8s_records, k8s_api, NAMESPACE, liveness_endpoint=url)
+    try:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+
+            async def probe() -> Any:
+                try:
+                    response = await http.get(url, timeout=2)
+                except httpx.HTTPError:
+                    return None
+                return response.status_code == 200 and response.json()
+
+            body = None
+            deadline = asyncio.get_running_loop().time() + 15
+            while not body and asyncio.get_running_loop().time() < deadline:
+                body = await probe()
+                await asyncio.sleep(0.1)
+        assert body is not None and "reconciled" in body
+    finally:
+        await asyncio.to_thread(op.stop)
+
+
+def test_every_copy_of_the_crd_is_identical() -> None:
+    from pathlib import Path
+
+    from tests.support.kube import CRD_FILE
+
+    root = CRD_FILE.parents[2]
+    copies = [p for p in root.rglob(CRD_FILE.name) if ".venv" not in p.parts and ".git" not in p.parts]
+    assert CRD_FILE in copies
+    assert all(Path(p).read_bytes() == CRD_FILE.read_bytes() for p in copies), copies

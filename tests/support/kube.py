@@ -87,8 +87,14 @@ class OperatorThread:
     """
 
     def __init__(
-        self, settings: Settings, records: RecordsStore, api: client.ApiClient, namespace: str
+        self,
+        settings: Settings,
+        records: RecordsStore,
+        api: client.ApiClient,
+        namespace: str,
+        liveness_endpoint: str | None = None,
     ) -> None:
+        self.liveness_endpoint = liveness_endpoint
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None
         self.started = threading.Event()
@@ -104,7 +110,7 @@ class OperatorThread:
                 settings,
                 namespaces=[namespace],
                 standalone=True,
-                liveness_endpoint=None,
+                liveness_endpoint=self.liveness_endpoint,
                 records=records,
                 api=api,
             )

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 import kmock  # noqa: E402
-from tests.support.kube import ClusterEmulator, register_crd, write_kubeconfig  # noqa: E402
+from tests.support.kube import CREATED_AT, ClusterEmulator, register_crd, write_kubeconfig  # noqa: E402
 
 from training_agent.api.executors.kubernetes import spec_for  # noqa: E402
 from training_agent.core.kube import TrainingRuns, api_client  # noqa: E402
@@ -38,7 +38,6 @@ from training_agent.core.trainingrun import trainingrun_manifest  # noqa: E402
 
 NAMESPACE = "bench"
 BASELINE_NAMESPACE = "baseline"
-JOB_RESOURCE = str(kmock.resource("batch/v1/jobs"))
 
 
 def create_all(runs: TrainingRuns, bodies: list[dict[str, Any]], created: dict[str, float]) -> None:
@@ -52,19 +51,15 @@ def _create(runs: TrainingRuns, body: dict[str, Any], created: dict[str, float])
     runs.create(body)
 
 
-async def wait_for_jobs(cluster: kmock.KubernetesEmulator, names: list[str], seen: dict[str, float]) -> None:
-    pending = set(names)
+async def wait_for_jobs(names: list[str], seen: dict[str, float]) -> None:
+    """Wait until every run has a Job; `seen` gets each Job's creation time as kmock recorded it."""
     deadline = time.perf_counter() + 600
-    while pending and time.perf_counter() < deadline:
-        now = time.perf_counter()
-        for key in list(cluster.objects):
-            name = key[2]
-            if name in pending and str(key[0]) == JOB_RESOURCE and not cluster.objects[key].deleted:
-                seen[name] = now
-                pending.discard(name)
-        await asyncio.sleep(0.05)
-    if pending:
-        raise RuntimeError(f"{len(pending)} runs got no Job")
+    while time.perf_counter() < deadline:
+        if all(("jobs", name) in CREATED_AT for name in names):
+            seen.update({name: CREATED_AT[("jobs", name)] for name in names})
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("some runs got no Job")
 
 
 async def main(count: int) -> None:
@@ -110,7 +105,7 @@ async def main(count: int) -> None:
                 names = [b["metadata"]["name"] for b in bodies]
                 started = time.perf_counter()
                 creating = asyncio.create_task(asyncio.to_thread(create_all, runs, bodies, created))
-                await wait_for_jobs(cluster, names, seen)
+                await wait_for_jobs(names, seen)
                 await creating
                 elapsed = time.perf_counter() - started
             finally:

@@ -112,7 +112,10 @@ class Reconciler:
 
     # -- status -----------------------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, post_event: PostEvent) -> RunPhase | None:
-        """Bring the run's status up to date with its Job; returns the phase, or None if the run is gone."""
+        """Bring the run's status up to date with its Job; returns the phase, or None if the run is gone.
+
+        The run is read inside the per-run lock, never taken from the triggering event: an event's copy
+        can predate a status this process just wrote, and rewriting from it would drop conditions."""
         with self._locks[(namespace, name)]:
             try:
                 run = self._runs(namespace).get(name)

@@ -50,6 +50,12 @@ class StartResponse(BaseModel):
 class CancelResponse(BaseModel):
     """The run is being stopped; the project ends `failed` with the reason "Cancelled"."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"project_id": _PROJECT_ID, "run_name": f"tr-{_PROJECT_ID}", "cancelled": True}]
+        }
+    )
+
     project_id: UUID
     run_name: str
     cancelled: Literal[True] = True
@@ -108,6 +114,10 @@ class StatusResponse(BaseModel):
 class HealthResponse(BaseModel):
     """The process is up (liveness)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ok", "version": "0.1.0", "executor": "local"}]}
+    )
+
     status: Literal["ok"] = "ok"
     version: str
     executor: str
@@ -115,6 +125,22 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     """Whether the records store and storage can be reached; each check is `ok` or the error."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ready", "checks": {"records": "ok", "storage": "ok", "executor": "ok"}},
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "records": "RecordsError: Cannot reach Supabase at https://x.supabase.co",
+                        "storage": "ok",
+                        "executor": "ok",
+                    },
+                },
+            ]
+        }
+    )
 
     status: Literal["ready", "unavailable"]
     checks: dict[str, str]

@@ -150,3 +150,39 @@ def test_executor_refusing_the_run_is_503_and_fails_the_project(
     assert "could not take the run" in response.json()["detail"]
     stored = api_records.get_project(project.id)
     assert stored is not None and stored.status == "failed" and stored.metadata["error"]["step"] == "submit"
+
+
+def test_cancel_stops_a_running_and_a_queued_run(
+    client: TestClient, api_records: RecordsStore, ready_project: Callable[..., Project]
+) -> None:
+    running, queued = ready_project(epochs=500), ready_project()
+    client.post(START, json={"project_id": str(running.id)})
+    client.post(START, json={"project_id": str(queued.id)})
+    for project in (queued, running):
+        response = client.delete(f"/agents/training/{project.id}")
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "project_id": str(project.id),
+            "run_name": f"tr-{project.id}",
+            "cancelled": True,
+        }
+    for project in (running, queued):
+        stored = wait_for_status(api_records, project.id, {"failed", "pending_evaluation"})
+        assert stored.status == "failed"
+        assert stored.metadata["error"]["message"] == "Cancelled by request"
+    executor = client.app.state.executor  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while executor.describe(running.id).exit_code is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert executor.describe(running.id).phase == RunPhase.FAILED
+    assert executor.describe(running.id).exit_code is not None  # the trainer process has ended
+
+
+def test_cancel_errors(client: TestClient, api_records: RecordsStore) -> None:
+    assert client.delete(f"/agents/training/{uuid4()}").status_code == 404
+    idle = seed_project(api_records, "gs://bucket/x.zip")
+    response = client.delete(f"/agents/training/{idle.id}")
+    assert response.status_code == 409 and "only a training run can be cancelled" in response.json()["detail"]
+    orphan = seed_project(api_records, "gs://bucket/x.zip", status="training")
+    response = client.delete(f"/agents/training/{orphan.id}")
+    assert response.status_code == 404 and "has no run in the local executor" in response.json()["detail"]

@@ -235,7 +235,10 @@ async def test_oomkilled_fails_the_project(
     )
     assert stored.metadata["error"]["message"].startswith("OOMKilled")
     assert stored.metadata["error"]["step"] == "kubernetes"
-    assert [log.log_level for log in k8s_records.recent_logs(project.id)] == ["error"]
+    # The status moves first, the agent_logs row follows it.
+    await eventually(
+        lambda: [log.log_level for log in k8s_records.recent_logs(project.id)] == ["error"], what="the log"
+    )
     assert "OOMKilled" in await eventually(lambda: events_for(cluster, name)[-1:], what="event")
 
 
@@ -273,6 +276,7 @@ async def test_trainer_failure_is_not_overwritten(
         k8s_api, name, failed_condition("PodFailurePolicy", "Container trainer exited with 3")
     )
     await eventually(lambda: run_status(cluster, name).get("phase") == "Failed", what="Failed")
+    await asyncio.sleep(0.5)  # the project update would follow the status patch: give it the time
     assert k8s_records.get_project(project.id).metadata["error"] == trainer_error  # type: ignore[union-attr]
     assert k8s_records.recent_logs(project.id) == []
 

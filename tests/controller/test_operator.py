@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import kmock
+import pytest
 from kubernetes import client
 
 from tests.conftest import seed_project
@@ -122,28 +123,29 @@ def events_for(cluster: kmock.KubernetesEmulator, run: str) -> list[str]:
     ]
 
 
-async def started(
+@pytest.fixture
+async def started_run(
     cluster: kmock.KubernetesEmulator,
     controller: Any,
     k8s_api: client.ApiClient,
-    settings: Settings,
-    records: RecordsStore,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
 ) -> tuple[Project, str]:
+    """A controller running, a project in `training`, its TrainingRun created and its Job there."""
     await controller()
-    project = training_project(records)
-    name = await create_run(k8s_api, settings, project)
+    project = training_project(k8s_records)
+    name = await create_run(k8s_api, k8s_settings, project)
     await eventually(lambda: job(cluster, name), what="the Job")
     return project, name
 
 
 async def test_running_then_succeeded(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
     k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    project, name = started_run
     await start_pod(k8s_api, name, {"phase": "Running"})
     await patch_job_status(k8s_api, name, {"active": 1})
     await eventually(lambda: run_status(cluster, name).get("phase") == "Running", what="Running")
@@ -200,12 +202,11 @@ async def test_running_then_succeeded(
 
 async def test_oomkilled_fails_the_project(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
     k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    project, name = started_run
     await start_pod(
         k8s_api,
         name,
@@ -244,12 +245,11 @@ async def test_oomkilled_fails_the_project(
 
 async def test_deadline_exceeded(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
     k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    project, name = started_run
     await patch_job_status(
         k8s_api, name, failed_condition("DeadlineExceeded", "Job was active longer than specified")
     )
@@ -262,12 +262,11 @@ async def test_deadline_exceeded(
 
 async def test_trainer_failure_is_not_overwritten(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
     k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    project, name = started_run
     trainer_error = {"message": "The dataset file is not a zip archive", "step": "extract"}
     k8s_records.transition_project(
         project.id, from_status="training", to_status="failed", metadata_patch={"error": trainer_error}
@@ -283,12 +282,10 @@ async def test_trainer_failure_is_not_overwritten(
 
 async def test_unschedulable_is_queued_and_suspended_is_queued(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
-    k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    _, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    _, name = started_run
     await start_pod(
         k8s_api,
         name,
@@ -339,12 +336,11 @@ async def test_restarts_and_replays_make_one_job_and_lose_no_transition(
 
 async def test_deleting_the_run_cancels(
     cluster: kmock.KubernetesEmulator,
-    controller: Any,
     k8s_api: client.ApiClient,
-    k8s_settings: Settings,
     k8s_records: RecordsStore,
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = await started(cluster, controller, k8s_api, k8s_settings, k8s_records)
+    project, name = started_run
     await eventually(
         lambda: cluster.objects[RUNS, NAMESPACE, name]["metadata"].get("finalizers"), what="finalizer"
     )

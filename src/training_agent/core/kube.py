@@ -11,7 +11,7 @@ from kubernetes import client, config
 
 from training_agent.core.errors import ConfigurationError
 from training_agent.core.settings import Settings
-from training_agent.core.trainingrun import API_VERSION, GROUP, PLURAL, VERSION
+from training_agent.core.trainingrun import GROUP, PLURAL, VERSION
 
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -65,6 +65,3 @@ class TrainingRuns:
             GROUP, VERSION, self.namespace, PLURAL, limit=limit
         )
         return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
-
-
-__all__ = ["API_VERSION", "TrainingRuns", "api_client"]

@@ -36,5 +36,9 @@ class Executor(abc.ABC):
     def shutdown(self) -> None:
         """At shutdown: stop what runs, so that no project stays `training` with nobody working on it."""
 
+    def counts(self) -> dict[str, int]:
+        """Runs by state that this process holds (for /metrics); executors that hold none report none."""
+        return {}
+
     def ping(self) -> None:  # noqa: B027 - optional: most executors have nothing to check
         """Raise if the executor cannot take runs (a cluster unreachable, ...)."""

@@ -112,7 +112,8 @@ class LocalExecutor(Executor):
             target=self._watch, args=(project_id, proc), daemon=True, name=f"watch-{project_id}"
         )
         watcher.start()
-        self._watchers.append(watcher)
+        # Only the live watchers matter (shutdown joins them); a long-lived server must not keep them all.
+        self._watchers = [w for w in self._watchers if w.is_alive()] + [watcher]
 
     def _remember_pid(self, project_id: UUID, pid: int, started_at: str) -> None:
         run = {

@@ -61,8 +61,6 @@ async def ready(settings: SettingsDep, records: RecordsDep, executor: ExecutorDe
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(metrics: MetricsDep, executor: ExecutorDep) -> Response:
     """Prometheus metrics: runs started and finished, runs active, request latency."""
-    counts = getattr(executor, "counts", None)
-    if callable(counts):
-        for state, value in counts().items():
-            metrics.runs_active.labels(state=state).set(value)
+    for state, value in executor.counts().items():
+        metrics.runs_active.labels(state=state).set(value)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

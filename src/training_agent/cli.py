@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from uuid import UUID
 
 from training_agent import __version__
@@ -98,18 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    # Kubernetes and the local executor stop a worker with SIGTERM: unwind through the trainer's failure
-    # handling (project marked failed, temp files removed) instead of dying mid-write.
-    raise SystemExit(128 + signum)
-
-
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
     from training_agent.core.storage import ObjectStorage
+    from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.pipeline import TrainingRun
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
+    stop = StopSignal()
+    stop.install()
     records = open_records(settings)
     run = TrainingRun(
         args.project_id,
@@ -117,6 +112,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         records=records,
         storage=ObjectStorage(settings),
         claimed=args.claimed,
+        stop=stop,
     )
     result = run.execute()
     if args.json:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import wait_for_status
 from tests.conftest import seed_project
+from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.runs import RunPhase
 from training_agent.core.settings import Settings
@@ -118,7 +119,9 @@ def test_shutdown_stops_running_and_queued_runs(
     # Leaving the client shut the app down.
     stopped = api_records.get_project(running.id)
     assert stopped is not None and stopped.status == "failed"
-    assert stopped.metadata["error"]["message"].startswith("Interrupted (SystemExit)")
+    message = stopped.metadata["error"]["message"]
+    assert message == "The server stopped during the run; start the project again"
+    assert stopped.metadata["error"]["exit_code"] == EXIT_RETRY  # it checkpointed and stopped cleanly
     never = api_records.get_project(queued.id)
     assert never is not None and never.status == "failed"
     assert (

@@ -41,7 +41,9 @@ def test_job_defaults() -> None:
     assert "suspend" not in job["spec"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2, 3]
+    assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [75]  # checkpointed stop
+    assert rules[2]["action"] == "FailJob" and rules[2]["onExitCodes"]["values"] == [2, 3]
+    assert pod["terminationGracePeriodSeconds"] == 120
     assert "envFrom" not in container and all(v["name"] != "gcs-key" for v in pod["volumes"])
 
 
@@ -98,6 +100,7 @@ def pod(
     age_s: float = 10,
     waiting: str | None = None,
     terminated: str | None = None,
+    exit_code: int = 137,
     conditions: list[dict[str, Any]] | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
@@ -105,7 +108,7 @@ def pod(
     if waiting:
         state = {"waiting": {"reason": waiting, "message": "pull access denied"}}
     if terminated:
-        state = {"terminated": {"reason": terminated, "exitCode": 137}}
+        state = {"terminated": {"reason": terminated, "exitCode": exit_code}}
     status: dict[str, Any] = {
         "phase": phase,
         "containerStatuses": [{"name": "trainer", "state": state}],
@@ -212,6 +215,13 @@ CASES: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]], bool, RunPha
         False,
         RunPhase.FAILED,
         "Evicted",
+    ),
+    "stopped for a retry (checkpoint saved)": (
+        {"spec": {}, "status": {"failed": 1}},
+        [pod("Failed", terminated="Error", exit_code=75)],
+        False,
+        RunPhase.PENDING,
+        "Retrying",
     ),
     "evicted, retrying": (
         {"spec": {}, "status": {"active": 1}},

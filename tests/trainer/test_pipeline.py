@@ -6,6 +6,7 @@ the error in its metadata, and nothing left in the work dir or the bucket.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,15 @@ def run(project_id: Any, settings: Settings, records: RecordsStore, **kwargs: An
     ).execute()
 
 
+def bucket_files(settings: Settings, folder: str) -> list[Path]:
+    root = settings.resolved_local_bucket_dir / folder
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
 def assert_nothing_left(settings: Settings) -> None:
     assert list(settings.work_dir.iterdir()) == [] if settings.work_dir.exists() else True
-    models_dir = settings.resolved_local_bucket_dir / "models"
-    assert not models_dir.exists() or list(models_dir.iterdir()) == []
+    assert bucket_files(settings, "models") == []
+    assert bucket_files(settings, "checkpoints") == []
 
 
 def test_trains_and_publishes(settings: Settings, records: RecordsStore, datasets: DatasetFactory) -> None:
@@ -71,8 +77,26 @@ def test_trains_and_publishes(settings: Settings, records: RecordsStore, dataset
     net = models.resnet18(num_classes=2)
     net.load_state_dict(state)
 
+    # Test metrics, and the sidecar beside the weights with what the evaluation agent needs.
+    test = meta["test_metrics"]
+    assert set(test) == {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert set(test["per_class"]) == {"circle", "square"}
+    assert sum(map(sum, test["confusion_matrix"])) == 8
+    assert meta["test_accuracy"] == test["accuracy"] and meta["test_macro_f1"] == test["macro_f1"]
+    assert meta["best_epoch"] == 1 and meta["seed"] == 1 and meta["epochs_run"] == 1
+    for key in ("data_wait_s", "compute_s", "images_per_s", "peak_memory_mib"):
+        assert isinstance(meta["history"][0][key], float | int), key
+    sidecar = json.loads(Path(meta["sidecar_url"].removeprefix("file://")).read_text())
+    assert meta["sidecar_url"].endswith("/models/My_Project_v2_model.json")
+    assert sidecar["class_to_idx"] == {"circle": 0, "square": 1}
+    assert sidecar["architecture"] == "resnet18" and sidecar["image_size"] == meta["image_size"]
+    assert sidecar["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert sidecar["model_url"] == model.gcs_url
+    assert bucket_files(settings, "checkpoints") == []  # removed once the run is recorded
+
     messages = [log.message for log in reversed(records.recent_logs(project.id))]
     assert messages[0] == "Training initiated"
+    assert any(m.startswith("Smoke check passed") for m in messages)
     assert any(m.startswith("Dataset structure: 2 classes") for m in messages)
     assert any(m.startswith("Epoch 1/1: train_loss=") for m in messages)
     assert messages[-1].startswith("Training completed")
@@ -299,7 +323,7 @@ def test_unexpected_error_is_recorded_with_traceback(
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("training_agent.trainer.pipeline.fit", explode)
+    monkeypatch.setattr("training_agent.trainer.pipeline.Fitter.fit", explode)
     project = seed_project(records, str(datasets.shapes()))
     result = run(project.id, settings, records)
     stored = records.get_project(project.id)
@@ -320,9 +344,10 @@ def test_upload_is_retried_then_succeeds(
     real_upload = ObjectStorage.upload
 
     def flaky(self: ObjectStorage, src: Path, url: str) -> None:
-        calls.append(url)
-        if len(calls) == 1 and "/models/" in url:
-            raise StorageError("503 Service Unavailable")
+        if url.endswith(".pth") and "/models/" in url:
+            calls.append(url)
+            if len(calls) == 1:
+                raise StorageError("503 Service Unavailable")
         real_upload(self, src, url)
 
     monkeypatch.setattr(ObjectStorage, "upload", flaky)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_USAGE
+from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_RETRY, EXIT_USAGE
 from training_agent.core.trainingrun import LABEL_PROJECT, LABEL_RUN, MANAGED_BY, TrainingRunSpec
 
 CONTAINER = "trainer"
@@ -66,6 +66,12 @@ def _pod_failure_policy() -> dict[str, Any]:
         "rules": [
             # Preemption, eviction, node drain: not the trainer's fault, so not counted against backoffLimit.
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            # The trainer stopped on SIGTERM after writing a checkpoint: the next pod resumes from it, and the
+            # stop is not counted against backoffLimit (activeDeadlineSeconds still bounds the whole run).
+            {
+                "action": "Ignore",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_RETRY]},
+            },
             # Invalid data or configuration: no retry can succeed, fail the Job at once.
             {
                 "action": "FailJob",
@@ -102,6 +108,8 @@ def build_job(name: str, namespace: str, spec: TrainingRunSpec) -> dict[str, Any
         container["envFrom"] = [{"secretRef": {"name": spec.env_secret_name}}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # SIGTERM → SIGKILL: time to finish the step and upload a checkpoint.
+        "terminationGracePeriodSeconds": spec.termination_grace_seconds,
         "containers": [container],
         "volumes": volumes,
         "securityContext": {

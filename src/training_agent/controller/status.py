@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.runs import RunPhase
 
 _IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
@@ -91,6 +92,15 @@ def _failed(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observed | None:
     return Observed(RunPhase.FAILED, condition.get("reason") or "Failed", condition.get("message") or "")
 
 
+def _stopped_for_retry(pod: dict[str, Any]) -> bool:
+    """The trainer exited with EXIT_RETRY: it checkpointed on SIGTERM and the Job will start another pod."""
+    for status in _container_states(pod):
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated.get("exitCode") == EXIT_RETRY:
+            return True
+    return False
+
+
 def _waiting(pod: dict[str, Any], now: datetime, image_pull_grace_s: float) -> Observed | None:
     for status in _container_states(pod):
         waiting = (status.get("state") or {}).get("waiting") or {}
@@ -136,6 +146,12 @@ def derive(  # noqa: PLR0911 - one return per row of the phase table
             return waiting
         if (pod.get("status") or {}).get("phase") == "Running":
             return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
+        if _stopped_for_retry(pod):
+            return Observed(
+                RunPhase.PENDING,
+                "Retrying",
+                "The trainer was stopped and saved a checkpoint; a new pod resumes it",
+            )
     if ((job.get("status") or {}).get("active") or 0) > 0:
         return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
     return Observed(RunPhase.PENDING, "Pending", "Waiting for the trainer pod to start")

@@ -10,6 +10,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # unexpected error: a retry may succeed
 EXIT_USAGE = 2  # bad command line or configuration (argparse uses 2 as well)
 EXIT_INVALID_INPUT = 3  # the project, dataset or its metadata is wrong: retrying cannot help
+# Stopped on request (SIGTERM: preemption, node drain) after saving a checkpoint: run it again to resume.
+# 75 is sysexits' EX_TEMPFAIL.
+EXIT_RETRY = 75
 
 
 class TrainingAgentError(Exception):
@@ -50,3 +53,10 @@ class ObjectNotFoundError(StorageError, InvalidInputError):
 
 class RecordsError(StepError):
     """The records store (Supabase or SQLite) refused or failed a request."""
+
+
+class Interrupted(TrainingAgentError):
+    """The trainer was asked to stop (SIGTERM). The project stays `training`, and a checkpoint, if one was
+    written, lets the next attempt resume."""
+
+    exit_code = EXIT_RETRY

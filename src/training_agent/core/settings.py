@@ -55,9 +55,17 @@ class Settings(BaseSettings):
     max_dataset_files: int = Field(default=1_000_000, gt=0)
     max_bad_image_fraction: float = Field(default=0.05, ge=0, le=1)
     upload_attempts: int = Field(default=3, ge=2)  # the first try plus at least one retry (Req 6.4)
-    num_workers: int = Field(default=2, ge=0)
+    num_workers: int | None = Field(default=None, ge=0)  # default: the CPUs this process may use, at most 8
     device: Device = "auto"
     log_every_steps: int = Field(default=10, gt=0)
+    # Decode every image once into a uint8 cache (memory, or a file in the work dir); splits over the
+    # budget are decoded by DataLoader workers every epoch instead.
+    data_cache: Literal["memory", "disk", "off"] = "memory"
+    data_cache_max_bytes: int = Field(default=8 * 1024**3, ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model: slower start, faster steps on long GPU runs
+    checkpoints: bool = True  # a resume checkpoint in the bucket after every epoch and on SIGTERM
 
     # The API (`training-agent serve`).
     executor: Literal["local", "kubernetes"] = "local"
@@ -86,6 +94,8 @@ class Settings(BaseSettings):
     trainer_backoff_limit: int = Field(default=2, ge=0)
     trainer_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     trainer_image_pull_grace_seconds: int = Field(default=300, ge=0)
+    # SIGTERM → SIGKILL: long enough to finish a step and upload a checkpoint.
+    trainer_termination_grace_seconds: int = Field(default=120, ge=1)
     trainer_queue_name: str | None = None
     controller_resync_seconds: float = Field(default=30.0, gt=0)
 
@@ -148,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def resolved_num_workers(self) -> int:
+        return self.num_workers if self.num_workers is not None else min(cpu_count(), 8)
 
     @property
     def uses_supabase(self) -> bool:

@@ -48,6 +48,7 @@ class TrainingRunSpec(BaseModel):
     backoff_limit: int = Field(default=2, ge=0, alias="backoffLimit")
     ttl_seconds_after_finished: int = Field(default=7 * 24 * 3600, ge=0, alias="ttlSecondsAfterFinished")
     image_pull_grace_seconds: int = Field(default=300, ge=0, alias="imagePullGraceSeconds")
+    termination_grace_seconds: int = Field(default=120, ge=1, alias="terminationGracePeriodSeconds")
     queue_name: str | None = Field(default=None, alias="queueName")
 
     def to_wire(self) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from training_agent.core.errors import InvalidInputError
 
@@ -22,7 +22,29 @@ class TrainingConfig(BaseModel):
     pretrained: bool = True
     # A state_dict for the architecture (gs:// or local), used instead of downloading pretrained weights.
     weights_url: str | None = None
-    seed: int | None = None
+    # Repeatable runs: the same seed gives the same shuffling, augmentation and initial head weights.
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    # Random resized crop + horizontal flip on the training split only (never on val/test).
+    augment: bool = True
+    augment_min_scale: float = Field(default=0.35, gt=0, le=1)
+    # Stop when val accuracy has not improved for this many epochs (None: train every epoch).
+    early_stopping_patience: int | None = Field(default=None, gt=0)
+    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    lr_step_size: int | None = Field(default=None, gt=0)  # step schedule: epochs per decay (default epochs/3)
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)  # step schedule: the decay factor
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    # Weight each class's loss by the inverse of its share of the training split (imbalanced data).
+    class_weighted_loss: bool = False
+
+    @model_validator(mode="after")
+    def _step_size_needs_step_schedule(self) -> TrainingConfig:
+        if self.lr_step_size is not None and self.lr_schedule != "step":
+            raise ValueError("lr_step_size only applies with lr_schedule 'step'")
+        return self
+
+    @property
+    def resolved_lr_step_size(self) -> int:
+        return self.lr_step_size or max(1, self.epochs // 3)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any] | None) -> TrainingConfig:
@@ -34,7 +56,11 @@ class TrainingConfig(BaseModel):
             problems = []
             for item in exc.errors():
                 key = ".".join(str(p) for p in item["loc"])
-                problems.append(f"metadata.{key} {item['msg'].lower()} (got {item.get('input')!r})")
+                message = item["msg"].removeprefix("Value error, ")
+                if key:
+                    problems.append(f"metadata.{key} {message.lower()} (got {item.get('input')!r})")
+                else:
+                    problems.append(f"metadata: {message}")
             raise InvalidInputError(
                 "Invalid training options in the project's metadata: " + "; ".join(problems),
                 step="validate_config",

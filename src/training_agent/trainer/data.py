@@ -1,64 +1,214 @@
-"""Datasets and DataLoaders over the checked samples (Requirements 5.1-5.2)."""
+"""Images → uint8 batches: decoded and resized once per run into a cache, or streamed through workers.
+
+Both loaders yield `(uint8 images [B, 3, S, S], int64 targets [B])`; turning them into normalised float
+inputs (and augmenting the training split) happens on the training device, in `trainer.preprocess`, so the
+host only ever moves bytes. The cache holds every split that fits in `TRAINING_AGENT_DATA_CACHE_MAX_BYTES`
+(in memory, or in a file in the run's work folder); a split that does not fit is decoded every epoch by
+DataLoader workers instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms.functional import pil_to_tensor
 
 from training_agent.trainer.dataset_checks import Sample
+
+logger = logging.getLogger(__name__)
 
 # The ImageNet statistics the torchvision weights were trained with; recorded in the model's metadata so the
 # evaluation agent can preprocess the same way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def build_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
-    transform: Callable[[Image.Image], torch.Tensor] = transforms.Compose(
-        [
-            transforms.Resize((image_size, image_size)),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return transform
+Batch = tuple[torch.Tensor, torch.Tensor]
+CacheMode = Literal["memory", "disk", "off"]
+SPLITS = ("train", "val", "test")
 
 
-class ImageSamples(Dataset[tuple[torch.Tensor, int]]):
-    """(path, class index) pairs decoded to RGB tensors; the layout check already vetted every path."""
+def decode_image(path: str | Path, size: int) -> torch.Tensor:
+    """The image at `path` as RGB uint8 [3, size, size]."""
+    with Image.open(path) as img:
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; far less work for photos much larger than size.
+        img.draft("RGB", (size, size))
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    tensor: torch.Tensor = pil_to_tensor(rgb)
+    return tensor
 
-    def __init__(self, samples: list[Sample], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+
+class DecodedImages(Dataset[tuple[torch.Tensor, int]]):
+    """(path, class index) pairs decoded on access; the layout check already vetted every path."""
+
+    def __init__(self, samples: Sequence[Sample], size: int) -> None:
         self.samples = samples
-        self.transform = transform
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, target = self.samples[index]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), target
+        return decode_image(path, self.size), target
 
 
-def make_loader(
-    samples: list[Sample],
-    *,
-    image_size: int,
-    batch_size: int,
-    shuffle: bool,
-    num_workers: int,
-    pin_memory: bool,
-    generator: torch.Generator | None = None,
-) -> DataLoader[tuple[torch.Tensor, int]]:
-    return DataLoader(
-        ImageSamples(samples, build_transform(image_size)),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        generator=generator,
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) alone, so a resumed run replays exactly
+    the order it was interrupted in."""
+    if not shuffle:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    return torch.randperm(n, generator=generator)
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices in `epoch_order`; `set_epoch(epoch, skip)` picks the epoch and how many of its
+    batches were already trained on (a resume in the middle of an epoch)."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 1
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch = epoch
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        for start in range(self.skip * self.batch_size, self.n, self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
+
+
+class Loader(Protocol):
+    sampler: EpochBatchSampler
+    cached: bool
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+class CachedLoader:
+    """Batches sliced out of a uint8 tensor holding the whole split: no decoding, no workers needed."""
+
+    cached = True
+
+    def __init__(
+        self, images: torch.Tensor, targets: torch.Tensor, sampler: EpochBatchSampler, *, pin: bool
+    ) -> None:
+        self.images = images
+        self.targets = targets
+        self.sampler = sampler
+        self.pin = pin
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for indices in self.sampler:
+            index = torch.tensor(indices)
+            images, targets = self.images[index], self.targets[index]
+            if self.pin:  # page-locked, so the copy to the GPU can overlap with compute
+                images, targets = images.pin_memory(), targets.pin_memory()
+            yield images, targets
+
+
+class StreamingLoader:
+    """DataLoader workers decode every epoch: for splits larger than the cache allows."""
+
+    cached = False
+
+    def __init__(
+        self, dataset: DecodedImages, sampler: EpochBatchSampler, *, workers: int, pin: bool
+    ) -> None:
+        self.sampler = sampler
+        self.loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=workers > 0,  # no worker start-up cost on every epoch
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        yield from self.loader
+
+
+def fill_cache(samples: Sequence[Sample], size: int, images: torch.Tensor, workers: int) -> None:
+    """Decode every sample once, in parallel, into `images` (uint8 [N, 3, size, size])."""
+    decoder: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        DecodedImages(samples, size), batch_size=64, num_workers=workers, shuffle=False
     )
+    start = 0
+    for batch, _targets in decoder:
+        images[start : start + batch.size(0)] = batch
+        start += batch.size(0)
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    image_size: int
+    batch_size: int
+    seed: int
+    workers: int
+    pin: bool
+    cache: CacheMode
+    cache_max_bytes: int
+    cache_dir: Path
+
+
+def _cache_tensor(options: LoaderOptions, split: str, n: int) -> torch.Tensor:
+    shape = (n, 3, options.image_size, options.image_size)
+    if options.cache == "disk":
+        # A file-backed tensor: the page cache keeps what fits in memory, the disk holds the rest.
+        path = options.cache_dir / f"{split}.u8"
+        total = n * 3 * options.image_size**2
+        return torch.from_file(str(path), shared=True, size=total, dtype=torch.uint8).view(shape)
+    return torch.empty(shape, dtype=torch.uint8)
+
+
+def make_loaders(samples: dict[str, list[Sample]], options: LoaderOptions) -> dict[str, Loader]:
+    """One loader per split; splits are cached in order (train first) while the budget lasts."""
+    budget = options.cache_max_bytes if options.cache != "off" else 0
+    per_image = 3 * options.image_size**2
+    loaders: dict[str, Loader] = {}
+    for split in SPLITS:
+        split_samples = samples[split]
+        sampler = EpochBatchSampler(
+            len(split_samples), options.batch_size, shuffle=split == "train", seed=options.seed
+        )
+        need = len(split_samples) * per_image
+        if need <= budget:
+            budget -= need
+            images = _cache_tensor(options, split, len(split_samples))
+            fill_cache(split_samples, options.image_size, images, options.workers)
+            targets = torch.tensor([target for _path, target in split_samples], dtype=torch.int64)
+            loaders[split] = CachedLoader(images, targets, sampler, pin=options.pin)
+        else:
+            if options.cache != "off":
+                logger.info(
+                    "The %s split needs %.1f MiB decoded, over the cache's remaining %.1f MiB: streaming it",
+                    split,
+                    need / 2**20,
+                    budget / 2**20,
+                )
+            dataset = DecodedImages(split_samples, options.image_size)
+            loaders[split] = StreamingLoader(dataset, sampler, workers=options.workers, pin=options.pin)
+    return loaders

@@ -1,42 +1,63 @@
-"""One epoch of training and one pass of evaluation (Requirements 4.4, 5.3-5.4)."""
+"""The training loop: one AMP code path, per-epoch timings, best-val weights, early stopping, LR schedules,
+and a state that a checkpoint can capture at any step and a restarted trainer can resume from.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import resource
+import sys
 import time
-from collections.abc import Callable, Iterable, Sized
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from training_agent.core.errors import ConfigurationError, Interrupted
+from training_agent.trainer.data import Loader
+from training_agent.trainer.preprocess import Preprocess
+
 logger = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Precision = Literal["auto", "bf16", "fp32"]
 
 
-@dataclass(frozen=True)
-class EpochStats:
-    loss: float
-    images: int
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class EvalStats:
-    loss: float
-    accuracy: float
-    images: int
+# -- precision --------------------------------------------------------------------------------------------
+@cache
+def cpu_supports_bf16() -> bool:
+    """Native bf16 matrix instructions (AVX512-BF16 or AMX): where bf16 autocast is a speed-up on a CPU
+    rather than a slow emulation."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on GPUs that support it, a no-op elsewhere: one code path either way."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def use_bf16(device: torch.device, precision: Precision) -> bool:
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        supported = bool(torch.cuda.is_bf16_supported())
+    else:
+        supported = device.type == "cpu" and cpu_supports_bf16()
+    if precision == "bf16" and not supported:
+        raise ConfigurationError(
+            f"TRAINING_AGENT_PRECISION=bf16, but this {device.type} has no native bf16 support; "
+            "use auto or fp32"
+        )
+    return supported
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """The one mixed-precision code path: bf16 autocast where it pays, a no-op elsewhere. bf16 keeps fp32's
+    exponent range, so no loss scaler is needed."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _logits(output: object) -> torch.Tensor:
@@ -44,107 +65,285 @@ def _logits(output: object) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits  # type: ignore[attr-defined]
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable[Batch],
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    *,
-    epoch: int,
-    epochs: int,
-    log_every: int,
-) -> EpochStats:
-    model.train()
-    total_loss = 0.0
-    images = 0
-    steps = len(loader) if isinstance(loader, Sized) else 0
-    started = time.perf_counter()
-    for step, (cpu_inputs, cpu_targets) in enumerate(loader, start=1):
-        inputs = cpu_inputs.to(device, non_blocking=True)
-        targets = cpu_targets.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device):
-            loss = criterion(_logits(model(inputs)), targets)
-        loss.backward()
-        optimizer.step()
-        batch = targets.size(0)
-        total_loss += loss.item() * batch
-        images += batch
-        if step % log_every == 0 or step == steps:
-            elapsed = time.perf_counter() - started
-            logger.info(
-                "epoch %d/%d step %d/%d loss %.4f %.1f img/s",
-                epoch,
-                epochs,
-                step,
-                steps,
-                loss.item(),
-                images / elapsed if elapsed else 0.0,
-            )
-    return EpochStats(loss=total_loss / max(images, 1), images=images, seconds=time.perf_counter() - started)
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset, or the process's peak resident memory on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    targets: torch.Tensor
+    predictions: torch.Tensor
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, device: torch.device
-) -> EvalStats:
+    forward: Callable[[torch.Tensor], Any],
+    model: nn.Module,
+    loader: Loader,
+    preprocess: Preprocess,
+    criterion: nn.Module,
+    *,
+    bf16: bool,
+) -> EvalResult:
     model.eval()
-    total_loss = 0.0
-    correct = 0
-    images = 0
-    for cpu_inputs, cpu_targets in loader:
-        inputs = cpu_inputs.to(device, non_blocking=True)
+    loader.sampler.set_epoch(1)
+    device = preprocess.device
+    total_loss = torch.zeros((), device=device)
+    targets_seen, predictions = [], []
+    for images, cpu_targets in loader:
+        inputs = preprocess(images, train=False)
         targets = cpu_targets.to(device, non_blocking=True)
-        with autocast(device):
-            logits = _logits(model(inputs))
-            loss = criterion(logits, targets)
-        total_loss += loss.item() * targets.size(0)
-        correct += int((logits.argmax(dim=1) == targets).sum().item())
-        images += targets.size(0)
-    return EvalStats(loss=total_loss / max(images, 1), accuracy=correct / max(images, 1), images=images)
+        with autocast(device, bf16):
+            logits = _logits(forward(inputs))
+            loss = criterion(logits.float(), targets)
+        total_loss += loss * targets.size(0)
+        predictions.append(logits.argmax(dim=1).cpu())
+        targets_seen.append(cpu_targets)
+    all_targets = torch.cat(targets_seen) if targets_seen else torch.empty(0, dtype=torch.int64)
+    all_predictions = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+    count = max(all_targets.numel(), 1)
+    return EvalResult(
+        loss=float(total_loss) / count,
+        accuracy=float((all_predictions == all_targets).sum()) / count,
+        targets=all_targets,
+        predictions=all_predictions,
+    )
 
 
+# -- training ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FitOptions:
     epochs: int
     learning_rate: float
-    log_every: int
+    log_every: int = 10
+    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    lr_step_size: int = 1
+    lr_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+    patience: int | None = None
+    bf16: bool = False
+    compile: bool = False
 
 
-def fit(
-    model: nn.Module,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
-    device: torch.device,
-    options: FitOptions,
-    on_epoch: Callable[[dict[str, float]], None],
-) -> list[dict[str, float]]:
-    """Adam + cross-entropy for `options.epochs` epochs, validating after each; returns the per-epoch
-    history (the same records `on_epoch` receives)."""
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
-    history = []
-    for epoch in range(1, options.epochs + 1):
-        train = train_one_epoch(
-            model,
-            train_loader,
-            criterion,
-            optimizer,
-            device,
-            epoch=epoch,
-            epochs=options.epochs,
-            log_every=options.log_every,
+@dataclass
+class Progress:
+    """Where the run is: checkpointed, so a restart continues from here rather than from epoch 1."""
+
+    epoch: int = 1  # the epoch in progress, 1-based
+    batches_done: int = 0  # of that epoch
+    loss_sum: float = 0.0
+    images: int = 0
+    data_wait_s: float = 0.0
+    compute_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+
+    def start_epoch(self) -> None:
+        self.batches_done, self.loss_sum, self.images = 0, 0.0, 0
+        self.data_wait_s = self.compute_s = 0.0
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, options: FitOptions
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if options.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.epochs)
+    if options.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, options.lr_step_size, gamma=options.lr_gamma)
+    return None
+
+
+class Fitter:
+    """Adam + cross-entropy over the training split, validating after every epoch; keeps the weights of
+    the best validation accuracy (lower val loss breaks ties) and puts them back in the model at the end."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loaders: dict[str, Loader],
+        preprocess: Preprocess,
+        options: FitOptions,
+    ) -> None:
+        self.model = model
+        self.loaders = loaders
+        self.preprocess = preprocess
+        self.device = preprocess.device
+        self.options = options
+        # Compiling wraps the module; state_dicts are always taken from the plain one (no `_orig_mod.`).
+        self.forward: Callable[[torch.Tensor], Any] = torch.compile(model) if options.compile else model
+        weights = None
+        if options.class_weights is not None:
+            weights = torch.tensor(options.class_weights, dtype=torch.float32, device=self.device)
+        self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=options.label_smoothing)
+        self.eval_criterion = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+        self.scheduler = _make_scheduler(self.optimizer, options)
+        self.progress = Progress()
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- checkpoint state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": _cpu_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "progress": asdict(self.progress),
+            # Right after an improving epoch the best weights are the model's: not stored twice.
+            "best_state": None if self._best_is_model() else self.best_state,
+            "preprocess": self.preprocess.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+        }
+
+    def _best_is_model(self) -> bool:
+        progress = self.progress
+        return progress.best_epoch == progress.epoch - 1 and progress.batches_done == 0
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        self.best_state = state["best_state"]
+        if self.best_state is None and self.progress.best_epoch > 0:
+            self.best_state = _cpu_state(self.model)
+        self.preprocess.load_state_dict(state["preprocess"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def fit(
+        self,
+        on_epoch: Callable[[dict[str, Any]], None],
+        checkpoint: Callable[[], None],
+        stop_requested: Callable[[], bool] = lambda: False,
+    ) -> list[dict[str, Any]]:
+        """Train until the last epoch or early stopping. `checkpoint` is called after every epoch and when
+        a stop is requested (then `Interrupted` is raised); `on_epoch` gets each epoch's record."""
+        progress = self.progress
+        while progress.epoch <= self.options.epochs and not progress.stopped_early:
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self._train_epoch(checkpoint, stop_requested)
+            record = self._finish_epoch()
+            checkpoint()
+            on_epoch(record)
+            if stop_requested() and progress.epoch <= self.options.epochs and not progress.stopped_early:
+                raise Interrupted(f"stopped after epoch {progress.epoch - 1}")
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return progress.history
+
+    def _train_epoch(self, checkpoint: Callable[[], None], stop_requested: Callable[[], bool]) -> None:
+        progress, options, device = self.progress, self.options, self.device
+        loader = self.loaders["train"]
+        loader.sampler.set_epoch(progress.epoch, skip=progress.batches_done)
+        steps = len(loader)
+        self.model.train()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        started = tick = time.perf_counter()
+        for images, cpu_targets in loader:
+            fetched = time.perf_counter()
+            progress.data_wait_s += fetched - tick
+            inputs = self.preprocess(images, train=True)
+            targets = cpu_targets.to(device, non_blocking=True)
+            with autocast(device, options.bf16):
+                loss = self.criterion(_logits(self.forward(inputs)).float(), targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * targets.size(0)
+            progress.images += targets.size(0)
+            progress.batches_done += 1
+            tick = time.perf_counter()
+            progress.compute_s += tick - fetched
+            if progress.batches_done % options.log_every == 0 or progress.batches_done == steps:
+                self._log_step(progress.loss_sum + float(loss_sum), steps, time.perf_counter() - started)
+            if stop_requested() and progress.batches_done < steps:
+                progress.loss_sum += float(loss_sum)
+                checkpoint()
+                raise Interrupted(f"stopped at epoch {progress.epoch}, batch {progress.batches_done}/{steps}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # queued kernels belong to this epoch's compute time
+            progress.compute_s += time.perf_counter() - tick
+        progress.loss_sum += float(loss_sum)
+
+    def _log_step(self, loss_sum: float, steps: int, elapsed: float) -> None:
+        progress = self.progress
+        logger.info(
+            "epoch %d/%d step %d/%d loss %.4f %.1f img/s",
+            progress.epoch,
+            self.options.epochs,
+            progress.batches_done,
+            steps,
+            loss_sum / max(progress.images, 1),
+            progress.images / elapsed if elapsed > 0 else 0.0,
         )
-        val = evaluate(model, val_loader, criterion, device)
+
+    def _finish_epoch(self) -> dict[str, Any]:
+        progress = self.progress
+        val = evaluate(
+            self.forward,
+            self.model,
+            self.loaders["val"],
+            self.preprocess,
+            self.eval_criterion,
+            bf16=self.options.bf16,
+        )
+        seconds = progress.data_wait_s + progress.compute_s
+        improved = val.accuracy > progress.best_accuracy or (
+            val.accuracy == progress.best_accuracy and val.loss < progress.best_loss
+        )
+        if improved:
+            progress.best_accuracy, progress.best_loss, progress.best_epoch = (
+                val.accuracy,
+                val.loss,
+                progress.epoch,
+            )
+            progress.epochs_without_improvement = 0
+            self.best_state = _cpu_state(self.model)
+        else:
+            progress.epochs_without_improvement += 1
         record = {
-            "epoch": epoch,
-            "train_loss": round(train.loss, 6),
+            "epoch": progress.epoch,
+            "train_loss": round(progress.loss_sum / max(progress.images, 1), 6),
             "val_loss": round(val.loss, 6),
             "val_accuracy": round(val.accuracy, 6),
-            "images_per_s": round(train.images_per_s, 2),
-            "seconds": round(train.seconds, 3),
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": round(progress.images / seconds, 2) if seconds > 0 else 0.0,
+            "seconds": round(seconds, 3),
+            "data_wait_s": round(progress.data_wait_s, 3),
+            "compute_s": round(progress.compute_s, 3),
+            "peak_memory_mib": round(peak_memory_mib(self.device), 1),
+            "best": improved,
         }
-        history.append(record)
-        on_epoch(record)
-    return history
+        progress.history.append(record)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        patience = self.options.patience
+        if patience is not None and progress.epochs_without_improvement >= patience:
+            progress.stopped_early = True
+            logger.info("No val accuracy gain for %d epochs: stopping early", patience)
+        progress.epoch += 1
+        progress.start_epoch()
+        return record
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

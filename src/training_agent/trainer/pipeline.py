@@ -6,8 +6,10 @@ Every step is named, so a failure says where it happened; every failure ends wit
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import tempfile
 import time
 import traceback
@@ -24,22 +26,29 @@ from training_agent.core.errors import (
     EXIT_FAILED,
     EXIT_OK,
     ConfigurationError,
+    Interrupted,
     InvalidInputError,
     TrainingAgentError,
 )
+from training_agent.core.files import atomic_write
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import NewModel, Project, ProjectStatus, RecordsStore
 from training_agent.core.records.models import utcnow
+from training_agent.core.runs import run_name
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
-from training_agent.trainer.checkpoint import save_state_dict
+from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key, save_state_dict
 from training_agent.trainer.config import TrainingConfig
-from training_agent.trainer.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
+from training_agent.trainer.data import IMAGENET_MEAN, IMAGENET_STD, Loader, LoaderOptions, make_loaders
 from training_agent.trainer.dataset_checks import DatasetLayout, find_root, inspect_dataset
-from training_agent.trainer.engine import FitOptions, evaluate, fit
+from training_agent.trainer.engine import FitOptions, Fitter, evaluate, use_bf16
 from training_agent.trainer.fetch import download_dataset, extract_zip
+from training_agent.trainer.interrupt import StopSignal
+from training_agent.trainer.metrics import classification_report, confusion_matrix
 from training_agent.trainer.model import build_model, check_model_name
-from training_agent.trainer.publish import model_key, upload_verified
+from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.publish import model_key, sidecar_key, upload_verified
+from training_agent.trainer.verify import smoke_check
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,7 @@ class TrainingRun:
         storage: ObjectStorage,
         claimed: bool = False,
         upload_retry_delay_s: float = 2.0,
+        stop: StopSignal | None = None,
     ) -> None:
         self.project_id = project_id
         self.settings = settings
@@ -97,6 +107,10 @@ class TrainingRun:
         self.upload_retry_delay_s = upload_retry_delay_s
         self.step = "load_project"
         self.log = AgentLog(records, project_id, settings.agent_name)
+        self.stop = stop or StopSignal()
+        self.checkpoints: Checkpoints | None = None
+        # Objects this run put in the bucket that no models row points at yet: removed if the run fails.
+        self.uploaded: list[str] = []
 
     def _enter(self, step: str) -> None:
         self.step = step
@@ -121,6 +135,13 @@ class TrainingRun:
             self.project_id,
             from_status=ProjectStatus.PENDING_TRAINING.value,
             to_status=ProjectStatus.TRAINING.value,
+            metadata_patch={
+                "training_run": {
+                    "name": run_name(self.project_id),
+                    "executor": "cli",
+                    "accepted_at": utcnow().isoformat(),
+                }
+            },
         )
         if moved is None:
             raise InvalidInputError(f"Project {self.project_id} was claimed by another worker meanwhile")
@@ -138,6 +159,8 @@ class TrainingRun:
                 dir=self.settings.work_dir, prefix=f"run-{self.project_id}-"
             ) as tmp:
                 return self._train(project, Path(tmp))
+        except Interrupted as exc:
+            return self._interrupted(exc)
         except Exception as exc:  # noqa: BLE001 - every failure must end as a `failed` project
             return self._fail(exc)
         except BaseException as exc:  # interrupted: record it, then let the interruption through
@@ -148,6 +171,50 @@ class TrainingRun:
         # Claimed runs were already announced as "Training initiated" by whoever claimed them (the API).
         announcement = "Trainer started" if self.claimed else "Training initiated"
         self.log.info(announcement, project_name=project.name, metadata=project.metadata, pid=os.getpid())
+        config, dataset_url = self._load_config(project)
+        layout = self._fetch_dataset(dataset_url, tmp)
+
+        self._enter("build_model")
+        device = pick_device(self.settings.device)
+        bf16 = use_bf16(device, self.settings.precision)
+        self.checkpoints = self._checkpoints(project, config, layout, tmp)
+        resumed = self.checkpoints.load() if self.checkpoints is not None else None
+        # A seed drawn at random is saved with the checkpoint: a resumed epoch replays the same order.
+        seed = int(resumed["seed"]) if resumed else config.seed
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        model = self._build_model(config, layout, device, seed, tmp)
+
+        self._enter("prepare_data")
+        loaders = self._prepare_data(layout, config, device, seed, tmp)
+        preprocess = Preprocess(
+            device,
+            augment=config.augment,
+            min_scale=config.augment_min_scale,
+            seed=seed,
+            channels_last=self.settings.channels_last,
+        )
+
+        self._enter("train")
+        started = time.perf_counter()
+        fitter = Fitter(model, loaders, preprocess, self._fit_options(config, layout, bf16))
+        if resumed:
+            self._resume(fitter, resumed)
+        history = self._fit(fitter, config, seed)
+        training_seconds = time.perf_counter() - started
+
+        self._enter("evaluate")
+        report, test_loss = self._test(fitter, layout)
+        metrics = self._metrics(fitter, history, report, test_loss, training_seconds, seed, bf16)
+        metadata = self._model_metadata(config, layout, metrics, device)
+        url, sidecar_url = self._publish(project, model, metadata, tmp)
+
+        self._enter("verify")
+        self._verify(url, tmp, model, config, layout, loaders["test"], preprocess)
+        self._enter("record")
+        return self._record(project, url, sidecar_url, metadata)
+
+    def _load_config(self, project: Project) -> tuple[TrainingConfig, str]:
         self._enter("load_dataset")
         dataset = self.records.latest_dataset(self.project_id)
         if dataset is None or not dataset.gcs_url:
@@ -158,10 +225,12 @@ class TrainingRun:
         self._enter("validate_config")
         config = TrainingConfig.from_metadata(project.metadata)
         check_model_name(config.preferred_model)
+        return config, dataset.gcs_url
 
+    def _fetch_dataset(self, url: str, tmp: Path) -> DatasetLayout:
         self._enter("download")
-        archive = download_dataset(self.storage, dataset.gcs_url, tmp)
-        self.log.info("Dataset downloaded", url=dataset.gcs_url, bytes=archive.stat().st_size)
+        archive = download_dataset(self.storage, url, tmp)
+        self.log.info("Dataset downloaded", url=url, bytes=archive.stat().st_size)
         self._enter("extract")
         extract_zip(
             archive,
@@ -175,29 +244,58 @@ class TrainingRun:
             find_root(tmp / "data"), max_bad_fraction=self.settings.max_bad_image_fraction
         )
         self._log_layout(layout)
+        return layout
 
-        self._enter("build_model")
-        device = pick_device(self.settings.device)
+    def _build_model(
+        self, config: TrainingConfig, layout: DatasetLayout, device: torch.device, seed: int, tmp: Path
+    ) -> torch.nn.Module:
         weights_file = None
         if config.weights_url:
             weights_file = tmp / "weights.pth"
             self.storage.download(config.weights_url, weights_file)
+        torch.manual_seed(seed)  # the new head's initial weights
         model = build_model(
             config.preferred_model,
             len(layout.classes),
             pretrained=config.pretrained,
             weights_file=weights_file,
         ).to(device)
+        if self.settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        return model
 
-        self._enter("train")
-        started = time.perf_counter()
-        metrics = self._fit_and_test(model, layout, config, device)
-        metrics["training_seconds"] = round(time.perf_counter() - started, 3)
+    def _test(self, fitter: Fitter, layout: DatasetLayout) -> tuple[dict[str, Any], float]:
+        test = evaluate(
+            fitter.forward,
+            fitter.model,
+            fitter.loaders["test"],
+            fitter.preprocess,
+            fitter.eval_criterion,
+            bf16=fitter.options.bf16,
+        )
+        report = classification_report(
+            confusion_matrix(test.targets, test.predictions, len(layout.classes)), layout.classes
+        )
+        self.log.info(
+            f"Test accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}",
+            test_loss=round(test.loss, 6),
+            test_accuracy=report["accuracy"],
+            test_macro_f1=report["macro_f1"],
+        )
+        return report, test.loss
 
+    def _publish(
+        self, project: Project, model: torch.nn.Module, metadata: dict[str, Any], tmp: Path
+    ) -> tuple[str, str]:
+        """Save and upload the weights, then the JSON sidecar beside them; returns both URLs."""
         self._enter("save")
         weights = save_state_dict(model, tmp / "model.pth")
         self._enter("upload")
-        url = self.storage.model_url(model_key(project.name, self.project_id))
+        key = model_key(project.name, self.project_id)
+        url = self.storage.model_url(key)
+        self.uploaded.append(url)
         attempts = upload_verified(
             self.storage,
             weights,
@@ -206,8 +304,177 @@ class TrainingRun:
             retry_delay_s=self.upload_retry_delay_s,
         )
         self.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
-        self._enter("record")
-        return self._record(project, url, config, layout, metrics, device)
+        sidecar_url = self.storage.model_url(sidecar_key(key))
+        self.uploaded.append(sidecar_url)
+        sidecar = {"format_version": 1, "model_url": url, **metadata}
+        path = atomic_write(tmp / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2)))
+        upload_verified(
+            self.storage,
+            path,
+            sidecar_url,
+            attempts=self.settings.upload_attempts,
+            retry_delay_s=self.upload_retry_delay_s,
+        )
+        return url, sidecar_url
+
+    def _prepare_data(
+        self, layout: DatasetLayout, config: TrainingConfig, device: torch.device, seed: int, tmp: Path
+    ) -> dict[str, Loader]:
+        started = time.perf_counter()
+        options = LoaderOptions(
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            seed=seed,
+            workers=self.settings.resolved_num_workers,
+            pin=device.type == "cuda",
+            cache=self.settings.data_cache,
+            cache_max_bytes=self.settings.data_cache_max_bytes,
+            cache_dir=tmp,
+        )
+        loaders = make_loaders(layout.samples, options)
+        cached = [split for split, loader in loaders.items() if loader.cached]
+        self.log.info(
+            f"Data ready in {time.perf_counter() - started:.1f} s: "
+            + (f"{', '.join(cached)} decoded once into the {options.cache} cache" if cached else "no cache")
+            + (
+                f"; {', '.join(s for s in loaders if s not in cached)} streamed"
+                if len(cached) < len(loaders)
+                else ""
+            ),
+            cached_splits=cached,
+            cache=options.cache,
+            workers=options.workers,
+        )
+        return loaders
+
+    def _fit_options(self, config: TrainingConfig, layout: DatasetLayout, bf16: bool) -> FitOptions:
+        class_weights = None
+        if config.class_weighted_loss:
+            counts = [0] * len(layout.classes)
+            for _path, target in layout.samples["train"]:
+                counts[target] += 1
+            total = sum(counts)
+            # Inverse frequency, scaled so that a balanced dataset gets weight 1 everywhere.
+            class_weights = tuple(total / (len(counts) * max(c, 1)) for c in counts)
+        return FitOptions(
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            log_every=self.settings.log_every_steps,
+            lr_schedule=config.lr_schedule,
+            lr_step_size=config.resolved_lr_step_size,
+            lr_gamma=config.lr_gamma,
+            label_smoothing=config.label_smoothing,
+            class_weights=class_weights,
+            patience=config.early_stopping_patience,
+            bf16=bf16,
+            compile=self.settings.compile,
+        )
+
+    def _checkpoints(
+        self, project: Project, config: TrainingConfig, layout: DatasetLayout, tmp: Path
+    ) -> Checkpoints | None:
+        if not self.settings.checkpoints:
+            return None
+        run = project.metadata.get("training_run") or {}
+        name = str(run.get("name") or run_name(self.project_id))
+        key = {
+            "project_id": str(self.project_id),
+            # The claim this attempt belongs to: a new start of the project never resumes an old run.
+            "accepted_at": run.get("accepted_at"),
+            "class_to_idx": layout.class_to_idx,
+            "config": config.model_dump(mode="json"),
+        }
+        return Checkpoints(self.storage, self.storage.model_url(checkpoint_key(name)), tmp, key)
+
+    def _resume(self, fitter: Fitter, state: dict[str, Any]) -> None:
+        fitter.load_state_dict(state["fitter"])
+        progress = fitter.progress
+        self.log.info(
+            f"Resuming from the checkpoint at epoch {progress.epoch}, batch {progress.batches_done} "
+            f"({len(progress.history)} epochs done)",
+            checkpoint_url=self.checkpoints.url if self.checkpoints else None,
+            epoch=progress.epoch,
+            batches_done=progress.batches_done,
+            epochs_done=len(progress.history),
+        )
+
+    def _fit(self, fitter: Fitter, config: TrainingConfig, seed: int) -> list[dict[str, Any]]:
+        def on_epoch(record: dict[str, Any]) -> None:
+            self.log.info(
+                f"Epoch {record['epoch']}/{config.epochs}: train_loss={record['train_loss']:.4f} "
+                f"val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f} "
+                f"{record['images_per_s']:.1f} img/s",
+                **record,
+                total_epochs=config.epochs,
+            )
+
+        def checkpoint() -> None:
+            if self.checkpoints is not None:
+                self.checkpoints.save({"seed": seed, "fitter": fitter.state_dict()})
+
+        with self.stop.deferred():
+            history = fitter.fit(on_epoch, checkpoint, lambda: self.stop.requested)
+        if fitter.progress.stopped_early:
+            self.log.info(
+                f"Stopped early after epoch {len(history)}: no val accuracy gain for "
+                f"{config.early_stopping_patience} epochs; keeping epoch {fitter.progress.best_epoch}",
+                best_epoch=fitter.progress.best_epoch,
+            )
+        return history
+
+    def _metrics(
+        self,
+        fitter: Fitter,
+        history: list[dict[str, Any]],
+        report: dict[str, Any],
+        test_loss: float,
+        training_seconds: float,
+        seed: int,
+        bf16: bool,
+    ) -> dict[str, Any]:
+        progress = fitter.progress
+        best = next(r for r in history if r["epoch"] == progress.best_epoch)
+        train_seconds = sum(r["seconds"] for r in history)
+        train_images = fitter.loaders["train"].sampler.n * len(history)
+        return {
+            "history": history,
+            "best_epoch": progress.best_epoch,
+            "epochs_run": len(history),
+            "stopped_early": progress.stopped_early,
+            "val_accuracy": best["val_accuracy"],
+            "val_loss": best["val_loss"],
+            "test_accuracy": report["accuracy"],
+            "test_loss": round(test_loss, 6),
+            "test_macro_f1": report["macro_f1"],
+            "test_metrics": report,
+            "images_per_second": round(train_images / train_seconds, 2) if train_seconds else 0.0,
+            "training_seconds": round(training_seconds, 3),
+            "seed": seed,
+            "precision": "bf16" if bf16 else "fp32",
+        }
+
+    def _verify(
+        self,
+        url: str,
+        tmp: Path,
+        model: torch.nn.Module,
+        config: TrainingConfig,
+        layout: DatasetLayout,
+        test_loader: Loader,
+        preprocess: Preprocess,
+    ) -> None:
+        # What the evaluation agent will read: the object in the bucket, not the local file.
+        copy = tmp / "verify.pth"
+        self.storage.download(url, copy)
+        test_loader.sampler.set_epoch(1)
+        images, _targets = next(iter(test_loader))
+        agreement = smoke_check(
+            copy, config.preferred_model, len(layout.classes), model, preprocess(images, train=False)
+        )
+        self.log.info(
+            f"Smoke check passed: the uploaded file reloads and agrees on {agreement:.0%} of a test batch",
+            agreement=agreement,
+        )
 
     def _log_layout(self, layout: DatasetLayout) -> None:
         summary = layout.summary()
@@ -222,68 +489,29 @@ class TrainingRun:
                 skipped=[{"path": p, "reason": why} for p, why in layout.skipped[:100]],
             )
 
-    def _fit_and_test(
-        self, model: torch.nn.Module, layout: DatasetLayout, config: TrainingConfig, device: torch.device
-    ) -> dict[str, Any]:
-        generator = None
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
-            generator = torch.Generator().manual_seed(config.seed)
-        common = {
-            "image_size": config.image_size,
-            "batch_size": config.batch_size,
-            "num_workers": self.settings.num_workers,
-            "pin_memory": device.type == "cuda",
-        }
-        train_loader = make_loader(layout.samples["train"], shuffle=True, generator=generator, **common)  # type: ignore[arg-type]
-        val_loader = make_loader(layout.samples["val"], shuffle=False, **common)  # type: ignore[arg-type]
-        test_loader = make_loader(layout.samples["test"], shuffle=False, **common)  # type: ignore[arg-type]
-
-        def on_epoch(record: dict[str, float]) -> None:
-            self.log.info(
-                f"Epoch {record['epoch']}/{config.epochs}: train_loss={record['train_loss']:.4f} "
-                f"val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f}",
-                **record,
-                total_epochs=config.epochs,
-            )
-
-        options = FitOptions(config.epochs, config.learning_rate, self.settings.log_every_steps)
-        history = fit(model, train_loader, val_loader, device, options, on_epoch)
-        self._enter("evaluate")
-        test = evaluate(model, test_loader, torch.nn.CrossEntropyLoss(), device)
-        self.log.info(f"Test accuracy {test.accuracy:.4f}", test_loss=test.loss, test_accuracy=test.accuracy)
-        train_seconds = sum(r["seconds"] for r in history)
-        train_images = len(layout.samples["train"]) * config.epochs
-        return {
-            "history": history,
-            "val_accuracy": history[-1]["val_accuracy"],
-            "val_loss": history[-1]["val_loss"],
-            "test_accuracy": round(test.accuracy, 6),
-            "test_loss": round(test.loss, 6),
-            "images_per_second": round(train_images / train_seconds, 2) if train_seconds else 0.0,
-        }
-
-    def _record(
+    def _model_metadata(
         self,
-        project: Project,
-        url: str,
         config: TrainingConfig,
         layout: DatasetLayout,
         metrics: dict[str, Any],
         device: torch.device,
-    ) -> RunResult:
-        metadata = {
+    ) -> dict[str, Any]:
+        """The models row's metadata, also written to the JSON sidecar beside the weights."""
+        return {
             "architecture": config.preferred_model,
             "num_classes": len(layout.classes),
             "class_to_idx": layout.class_to_idx,
             "image_size": config.image_size,
             "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            "preprocessing": f"RGB, resized to {config.image_size}x{config.image_size} (bilinear), "
+            "scaled to [0, 1], normalised with mean/std",
             "epochs": config.epochs,
             "learning_rate": config.learning_rate,
             "batch_size": config.batch_size,
             "pretrained": config.pretrained or config.weights_url is not None,
             "optimizer": "adam",
             "loss": "cross_entropy",
+            "training_options": config.model_dump(mode="json", exclude={"preferred_model", "weights_url"}),
             **metrics,
             "device": device.type,
             "dataset": layout.summary(),
@@ -293,15 +521,16 @@ class TrainingRun:
                 "torchvision": torchvision.__version__,
             },
         }
+
+    def _record(self, project: Project, url: str, sidecar_url: str, metadata: dict[str, Any]) -> RunResult:
+        metadata = {**metadata, "sidecar_url": sidecar_url}
         row = NewModel(
             project_id=self.project_id, name=f"{project.name}_model", gcs_url=url, metadata=metadata
         )
-        try:
-            model_row = self.records.insert_model(row)
-        except BaseException:
-            # Without its row nobody will ever find the file: remove it rather than leave an orphan.
-            self.storage.delete(url)
-            raise
+        model_row = self.records.insert_model(row)
+        self.uploaded = []  # the row points at them now
+        if self.checkpoints is not None:
+            self.checkpoints.delete()
         moved = self.records.transition_project(
             self.project_id,
             from_status=ProjectStatus.TRAINING.value,
@@ -317,8 +546,8 @@ class TrainingRun:
             "Training completed; model ready for evaluation",
             model_id=str(model_row.id),
             model_url=url,
-            val_accuracy=metrics["val_accuracy"],
-            test_accuracy=metrics["test_accuracy"],
+            val_accuracy=metadata["val_accuracy"],
+            test_accuracy=metadata["test_accuracy"],
         )
         final = moved or self.records.get_project(self.project_id)
         return RunResult(
@@ -352,10 +581,49 @@ class TrainingRun:
             self.project_id, False, current.status if current else None, exc.exit_code, error=error
         )
 
+    def _remove_leftovers(self, *, checkpoint: bool) -> None:
+        """Best effort: the run's uploads that no row points at, and (when no retry will come) its
+        checkpoint."""
+        for url in self.uploaded:
+            try:
+                self.storage.delete(url)
+            except Exception:
+                logger.warning("Could not remove %s", url, exc_info=True)
+        self.uploaded = []
+        if checkpoint and self.checkpoints is not None:
+            self.checkpoints.delete()
+
+    def _interrupted(self, exc: Interrupted) -> RunResult:
+        """Stopped by SIGTERM: leave the project `training` and the checkpoint in place, so the next
+        attempt (the Job's retry, or the local executor's) resumes; exit with EXIT_RETRY."""
+        self._remove_leftovers(checkpoint=False)
+        current = self.records.get_project(self.project_id)
+        status = current.status if current else None
+        checkpoint = None
+        if self.checkpoints is not None and self.checkpoints.saved:
+            checkpoint = {"url": self.checkpoints.url, "saved_at": utcnow().isoformat()}
+        if status != ProjectStatus.TRAINING.value:
+            # Cancelled (or otherwise settled) meanwhile: nobody will resume this run.
+            self._remove_leftovers(checkpoint=True)
+            checkpoint = None
+        self.log.warning(
+            f"Trainer stopped by SIGTERM during step {self.step}: "
+            + (
+                "checkpoint saved, the next attempt resumes from it"
+                if checkpoint
+                else "no checkpoint to resume"
+            ),
+            step=self.step,
+            checkpoint=checkpoint,
+            exit_code=exc.exit_code,
+        )
+        return RunResult(self.project_id, False, status, exc.exit_code, error={"message": str(exc)})
+
     def _fail(self, exc: BaseException) -> RunResult:
         exit_code = exc.exit_code if isinstance(exc, TrainingAgentError) else EXIT_FAILED
         error = {**self._error_details(exc), "exit_code": exit_code}
         self.log.error(f"Training failed at step {self.step}: {error['message']}", **error)
+        self._remove_leftovers(checkpoint=True)
         status = None
         try:
             moved = self.records.transition_project(

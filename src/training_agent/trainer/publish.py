@@ -44,3 +44,8 @@ def upload_verified(
             logger.warning("Upload attempt %d/%d to %s failed (%s); retrying", attempt, attempts, url, exc)
             time.sleep(retry_delay_s * attempt)
     raise AssertionError("unreachable")
+
+
+def sidecar_key(model_key: str) -> str:
+    """`models/{name}_model.json` beside `models/{name}_model.pth`."""
+    return model_key.removesuffix(".pth") + ".json"

@@ -52,6 +52,7 @@ def spec_for(project_id: UUID, metadata: dict[str, Any], settings: Settings) -> 
         backoff_limit=settings.trainer_backoff_limit,
         ttl_seconds_after_finished=settings.trainer_ttl_seconds,
         image_pull_grace_seconds=settings.trainer_image_pull_grace_seconds,
+        termination_grace_seconds=settings.trainer_termination_grace_seconds,
         queue_name=settings.trainer_queue_name,
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from training_agent.api.executors.base import Executor, OnFinish
+from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import utcnow
@@ -31,8 +32,10 @@ from training_agent.core.trainer_process import start_trainer
 logger = logging.getLogger(__name__)
 
 EXECUTOR_NAME = "local"
-_STOP_GRACE_S = 15.0
+_STOP_GRACE_S = 30.0  # time for a trainer to finish its step and write its checkpoint
 _ORPHAN_POLL_S = 2.0
+# How often a trainer that stopped for a retry (EXIT_RETRY: SIGTERM from outside) is started again.
+MAX_RETRIES = 2
 
 
 def pid_runs_project(pid: int, project_id: UUID) -> bool:
@@ -68,6 +71,7 @@ class LocalExecutor(Executor):
         self._runs: dict[UUID, RunInfo] = {}
         self._procs: dict[UUID, subprocess.Popen[bytes]] = {}
         self._watchers: list[threading.Thread] = []
+        self._retries: dict[UUID, int] = {}
         self._closed = False
 
     # -- submitting and starting ------------------------------------------------------------------------
@@ -135,10 +139,31 @@ class LocalExecutor(Executor):
 
     def _watch(self, project_id: UUID, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
-        self._settle(project_id, code, None)
+        retry = code == EXIT_RETRY and self._retry(project_id)
+        if not retry:
+            self._settle(project_id, code, None)
         with self._lock:
             self._procs.pop(project_id, None)
         self._dispatch()
+
+    def _retry(self, project_id: UUID) -> bool:
+        """A trainer stopped by a SIGTERM from outside saved a checkpoint: start it again at the head of
+        the queue (it resumes), unless the server is stopping or it has been retried enough."""
+        project = self.records.get_project(project_id)
+        with self._lock:
+            attempt = self._retries.get(project_id, 0) + 1
+            if self._closed or attempt > MAX_RETRIES or project is None or project.status != "training":
+                return False
+            self._retries[project_id] = attempt
+            self._queue.appendleft(project_id)
+            self._runs[project_id] = self._runs[project_id].model_copy(update={"phase": RunPhase.QUEUED})
+        logger.warning("The trainer of project %s was stopped; retry %d resumes it", project_id, attempt)
+        AgentLog(self.records, project_id, self.settings.agent_name).warning(
+            f"Trainer stopped from outside; starting it again (retry {attempt}/{MAX_RETRIES}) "
+            "to resume from its checkpoint",
+            attempt=attempt,
+        )
+        return True
 
     # -- settling ---------------------------------------------------------------------------------------
     def _settle(self, project_id: UUID, exit_code: int | None, reason: str | None) -> None:
@@ -149,6 +174,8 @@ class LocalExecutor(Executor):
         try:
             project = self.records.get_project(project_id)
             if project is not None and project.status == ProjectStatus.TRAINING.value:
+                if exit_code == EXIT_RETRY and self._closed:
+                    reason = reason or "The server stopped during the run; start the project again"
                 message = (
                     reason or f"The trainer process exited with code {exit_code} without reporting a result"
                 )

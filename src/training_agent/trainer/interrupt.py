@@ -1,0 +1,50 @@
+"""SIGTERM → a stop the trainer can honour without losing work.
+
+Kubernetes sends SIGTERM on preemption, eviction or a node drain, then SIGKILL after the grace period. In the
+training loop the signal only sets a flag: the loop finishes its step, writes a checkpoint and stops. Anywhere
+else (downloading, extracting, uploading) there is nothing worth saving, so it interrupts at once. Either way
+the trainer exits with EXIT_RETRY and leaves the project `training` for the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from training_agent.core.errors import Interrupted
+
+logger = logging.getLogger(__name__)
+
+
+class StopSignal:
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferred = False
+
+    def install(self) -> None:
+        """Handle SIGTERM in this (the main) thread."""
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def request(self) -> None:
+        """Ask for a stop, as SIGTERM does."""
+        self.requested = True
+        if not self._deferred:
+            raise Interrupted("Stopped by SIGTERM before training began; nothing to checkpoint yet")
+        logger.warning("SIGTERM: finishing this step, then checkpointing and stopping")
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.request()
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within this block a stop only sets `requested`; the training loop polls it."""
+        if self.requested:
+            raise Interrupted("Stopped by SIGTERM before training began; nothing to checkpoint yet")
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False

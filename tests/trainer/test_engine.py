@@ -1,0 +1,144 @@
+"""The training loop: resume equals never stopping, best-val weights, early stopping, schedules, precision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from training_agent.core.errors import ConfigurationError, Interrupted
+from training_agent.trainer import engine
+from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
+from training_agent.trainer.engine import EvalResult, Fitter, FitOptions, use_bf16
+from training_agent.trainer.preprocess import Preprocess
+
+CPU = torch.device("cpu")
+
+
+def loaders(seed: int = 0) -> dict[str, Loader]:
+    generator = torch.Generator().manual_seed(123)
+    out: dict[str, Loader] = {}
+    for split, n in (("train", 40), ("val", 12), ("test", 12)):
+        targets = torch.randint(0, 3, (n,), generator=generator)
+        # Learnable: the class sets the mean brightness.
+        images = (
+            targets.view(-1, 1, 1, 1) * 80 + torch.randint(0, 40, (n, 3, 8, 8), generator=generator)
+        ).to(torch.uint8)
+        sampler = EpochBatchSampler(n, 8, shuffle=split == "train", seed=seed)
+        out[split] = CachedLoader(images, targets, sampler, pin=False)
+    return out
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+
+
+def fitter(**options: Any) -> Fitter:
+    preprocess = Preprocess(CPU, augment=True, min_scale=0.5, seed=1, channels_last=False)
+    values: dict[str, Any] = {"epochs": 3, "learning_rate": 0.01, "log_every": 100}
+    values.update(options)
+    return Fitter(tiny_model(), loaders(), preprocess, FitOptions(**values))
+
+
+def weights(fit: Fitter) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in fit.model.state_dict().items()}
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() -> None:
+    straight = fitter()
+    straight_history = straight.fit(lambda record: None, lambda: None)
+
+    saved: list[dict[str, Any]] = []
+    interrupted = fitter()
+    steps = {"n": 0}
+
+    def stop_after_seven_steps() -> bool:  # polled after each of the 5 steps of an epoch and at its end: the 7th poll is in epoch 2
+        steps["n"] += 1
+        return steps["n"] >= 7
+
+    with pytest.raises(Interrupted):
+        interrupted.fit(
+            lambda record: None, lambda: saved.append(interrupted.state_dict()), stop_after_seven_steps
+        )
+    assert interrupted.progress.epoch == 2 and interrupted.progress.batches_done == 1
+
+    resumed = fitter()
+    resumed.load_state_dict(saved[-1])
+    history = resumed.fit(lambda record: None, lambda: None)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in straight_history]
+    for name, tensor in weights(straight).items():
+        torch.testing.assert_close(weights(resumed)[name], tensor, msg=name)
+
+
+def test_best_val_weights_are_kept_and_patience_stops_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    accuracies = iter([0.5, 0.9, 0.7, 0.6, 0.95])
+    snapshots: list[dict[str, torch.Tensor]] = []
+    fit = fitter(epochs=5, patience=2)
+
+    def scripted(*args: Any, **kwargs: Any) -> EvalResult:
+        snapshots.append(weights(fit))
+        empty = torch.empty(0, dtype=torch.int64)
+        return EvalResult(loss=1.0, accuracy=next(accuracies), targets=empty, predictions=empty)
+
+    monkeypatch.setattr(engine, "evaluate", scripted)
+    history = fit.fit(lambda record: None, lambda: None)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]  # two epochs without a gain after epoch 2
+    assert fit.progress.stopped_early and fit.progress.best_epoch == 2
+    assert [r["best"] for r in history] == [True, True, False, False]
+    for name, tensor in snapshots[1].items():  # the model holds epoch 2's weights again
+        torch.testing.assert_close(fit.model.state_dict()[name], tensor, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "extra", "expected"),
+    [
+        ("none", {}, [0.01, 0.01, 0.01, 0.01]),
+        ("step", {"lr_step_size": 2, "lr_gamma": 0.5}, [0.01, 0.01, 0.005, 0.005]),
+        ("cosine", {}, [0.01, 0.008536, 0.005, 0.001464]),
+    ],
+)
+def test_learning_rate_schedules(schedule: str, extra: dict[str, Any], expected: list[float]) -> None:
+    history = fitter(epochs=4, lr_schedule=schedule, **extra).fit(lambda record: None, lambda: None)
+    assert [round(r["learning_rate"], 6) for r in history] == expected
+
+
+def test_per_epoch_records_carry_timings_and_memory() -> None:
+    [record] = fitter(epochs=1).fit(lambda record: None, lambda: None)
+    assert record["images_per_s"] > 0 and record["peak_memory_mib"] > 0
+    assert record["data_wait_s"] >= 0 and record["compute_s"] > 0
+    assert record["seconds"] == pytest.approx(record["data_wait_s"] + record["compute_s"], abs=0.002)
+
+
+def test_loss_options_reach_the_criterion() -> None:
+    fit = fitter(label_smoothing=0.1, class_weights=(1.0, 2.0, 0.5))
+    assert fit.criterion.label_smoothing == 0.1
+    assert fit.criterion.weight is not None and fit.criterion.weight.tolist() == [1.0, 2.0, 0.5]
+    assert fit.eval_criterion.weight is None  # reported losses stay comparable between runs
+
+
+def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert use_bf16(CPU, "fp32") is False
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    assert use_bf16(CPU, "auto") is True
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+    assert use_bf16(CPU, "auto") is False
+    with pytest.raises(ConfigurationError, match="TRAINING_AGENT_PRECISION=bf16"):
+        use_bf16(CPU, "bf16")
+
+
+def test_bf16_training_runs_on_this_cpu_when_supported() -> None:
+    if not engine.cpu_supports_bf16():
+        pytest.skip("this CPU has no AVX512-BF16/AMX")
+    history = fitter(epochs=1, bf16=True).fit(lambda record: None, lambda: None)
+    assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN

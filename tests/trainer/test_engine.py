@@ -62,7 +62,9 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() -> None:
     interrupted = fitter()
     steps = {"n": 0}
 
-    def stop_after_seven_steps() -> bool:  # polled after each of the 5 steps of an epoch and at its end: the 7th poll is in epoch 2
+    def stop_after_seven_steps() -> (
+        bool
+    ):  # polled after each of the 5 steps of an epoch and at its end: the 7th poll is in epoch 2
         steps["n"] += 1
         return steps["n"] >= 7
 

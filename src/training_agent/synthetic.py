@@ -51,8 +51,10 @@ def write_shapes_zip(
     per_class: tuple[int, int, int] = (40, 10, 10),
     image_size: int = 48,
     seed: int = 0,
+    image_format: str = "PNG",
 ) -> Path:
-    """A zip with train/val/test folders of `classes` shape classes (PNG files); returns `path`."""
+    """A zip with train/val/test folders of `classes` shape classes (PNG, or JPEG like most photo
+    datasets); returns `path`."""
     if not 2 <= classes <= len(SHAPES):
         raise ValueError(f"classes must be between 2 and {len(SHAPES)}")
     rng = random.Random(seed)  # noqa: S311 - picture noise, not secrets
@@ -62,6 +64,7 @@ def write_shapes_zip(
             for shape in SHAPES[:classes]:
                 for i in range(count):
                     buffer = io.BytesIO()
-                    _draw(shape, image_size, rng).save(buffer, format="PNG")
-                    zf.writestr(f"{split}/{shape}/{shape}_{i:04d}.png", buffer.getvalue())
+                    _draw(shape, image_size, rng).save(buffer, format=image_format)
+                    suffix = "jpg" if image_format.upper() == "JPEG" else image_format.lower()
+                    zf.writestr(f"{split}/{shape}/{shape}_{i:04d}.{suffix}", buffer.getvalue())
     return path

@@ -52,7 +52,8 @@ def options(tmp_path: Path, **changes: object) -> LoaderOptions:
 
 def epoch(loader: object, number: int, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     loader.sampler.set_epoch(number, skip)  # type: ignore[attr-defined]
-    return list(loader)  # type: ignore[call-overload]
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = list(loader)  # type: ignore[call-overload]
+    return batches
 
 
 def test_decode_image_is_uint8_rgb_at_size(tmp_path: Path) -> None:

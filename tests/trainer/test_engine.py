@@ -11,7 +11,7 @@ from torch import nn
 from training_agent.core.errors import ConfigurationError, Interrupted
 from training_agent.trainer import engine
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
-from training_agent.trainer.engine import EvalResult, Fitter, FitOptions, use_bf16
+from training_agent.trainer.engine import EvalResult, FitOptions, Fitter, use_bf16
 from training_agent.trainer.preprocess import Preprocess
 
 CPU = torch.device("cpu")

@@ -7,9 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import (
     accuracy_score,
-    confusion_matrix as sk_confusion,
     f1_score,
     precision_recall_fscore_support,
+)
+from sklearn.metrics import (
+    confusion_matrix as sk_confusion,
 )
 
 from training_agent.trainer.metrics import classification_report, confusion_matrix

@@ -71,7 +71,8 @@ def test_trains_a_real_digit_classifier(tmp_path: Path) -> None:
     assert result.succeeded, result.error
     metrics = result.metrics
     print(
-        f"digits: test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['test_macro_f1']:.4f}, {seconds:.1f} s"
+        f"digits: test accuracy {metrics['test_accuracy']:.4f}, "
+        f"macro F1 {metrics['test_macro_f1']:.4f}, {seconds:.1f} s"
     )
     assert metrics["dataset"]["images"] == {"train": 1265, "val": 266, "test": 266}
     assert metrics["test_accuracy"] >= MIN_TEST_ACCURACY

@@ -69,7 +69,7 @@ class Preprocess:
             boxes.to(x.device),
             output_size=(height, width),
             spatial_scale=1.0,
-            sampling_ratio=2,
+            sampling_ratio=1,
             aligned=True,
         )
         return cropped

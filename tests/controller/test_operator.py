@@ -81,7 +81,7 @@ async def test_run_becomes_one_job(
     assert {"name": "gcs-key", "mountPath": "/var/secrets/gcs", "readOnly": True} in container["volumeMounts"]
     volumes = {v["name"]: v for v in created["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-    assert created["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == [2, 3]
+    assert created["spec"]["podFailurePolicy"]["rules"][2]["onExitCodes"]["values"] == [2, 3]
     [owner] = created["metadata"]["ownerReferences"]
     assert owner["kind"] == "TrainingRun" and owner["name"] == name and owner["controller"] is True
     assert (await eventually(lambda: run_status(cluster, name).get("phase"), what="a phase")) == "Pending"

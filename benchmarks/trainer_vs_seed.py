@@ -118,7 +118,7 @@ def project_trainer(zip_path: Path, work: Path, epochs: int, pretrained: bool) -
     data_log = next(
         log for log in records.recent_logs(project.id, limit=200) if log.message.startswith("Data ready")
     )
-    prepare_seconds = float(data_log.message.split(" in ")[1].split(" s")[0])
+    prepare_seconds = float(data_log.metadata["seconds"])
     return {
         "images_per_s": metrics["images_per_second"],
         "epoch_images_per_s": [r["images_per_s"] for r in metrics["history"]],

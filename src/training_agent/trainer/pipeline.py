@@ -295,27 +295,26 @@ class TrainingRun:
         self._enter("upload")
         key = model_key(project.name, self.project_id)
         url = self.storage.model_url(key)
+        attempts = self._upload(weights, url)
+        self.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
+        sidecar_url = self.storage.model_url(sidecar_key(key))
+        sidecar = {"format_version": 1, "model_url": url, **metadata}
+        self._upload(
+            atomic_write(tmp / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2))),
+            sidecar_url,
+        )
+        return url, sidecar_url
+
+    def _upload(self, path: Path, url: str) -> int:
+        """Upload with verification and retries; remembered, so that a failed run removes it again."""
         self.uploaded.append(url)
-        attempts = upload_verified(
+        return upload_verified(
             self.storage,
-            weights,
+            path,
             url,
             attempts=self.settings.upload_attempts,
             retry_delay_s=self.upload_retry_delay_s,
         )
-        self.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
-        sidecar_url = self.storage.model_url(sidecar_key(key))
-        self.uploaded.append(sidecar_url)
-        sidecar = {"format_version": 1, "model_url": url, **metadata}
-        path = atomic_write(tmp / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2)))
-        upload_verified(
-            self.storage,
-            path,
-            sidecar_url,
-            attempts=self.settings.upload_attempts,
-            retry_delay_s=self.upload_retry_delay_s,
-        )
-        return url, sidecar_url
 
     def _prepare_data(
         self, layout: DatasetLayout, config: TrainingConfig, device: torch.device, seed: int, tmp: Path
@@ -332,17 +331,16 @@ class TrainingRun:
             cache_dir=tmp,
         )
         loaders = make_loaders(layout.samples, options)
+        seconds = time.perf_counter() - started
         cached = [split for split, loader in loaders.items() if loader.cached]
+        streamed = [split for split in loaders if split not in cached]
         self.log.info(
-            f"Data ready in {time.perf_counter() - started:.1f} s: "
+            f"Data ready in {seconds:.1f} s: "
             + (f"{', '.join(cached)} decoded once into the {options.cache} cache" if cached else "no cache")
-            + (
-                f"; {', '.join(s for s in loaders if s not in cached)} streamed"
-                if len(cached) < len(loaders)
-                else ""
-            ),
+            + (f"; {', '.join(streamed)} streamed" if streamed else ""),
             cached_splits=cached,
             cache=options.cache,
+            seconds=round(seconds, 3),
             workers=options.workers,
         )
         return loaders
@@ -596,16 +594,14 @@ class TrainingRun:
     def _interrupted(self, exc: Interrupted) -> RunResult:
         """Stopped by SIGTERM: leave the project `training` and the checkpoint in place, so the next
         attempt (the Job's retry, or the local executor's) resumes; exit with EXIT_RETRY."""
-        self._remove_leftovers(checkpoint=False)
         current = self.records.get_project(self.project_id)
         status = current.status if current else None
+        # Cancelled (or otherwise settled) meanwhile: nobody will resume this run, so its checkpoint goes too.
+        resumable = status == ProjectStatus.TRAINING.value
+        self._remove_leftovers(checkpoint=not resumable)
         checkpoint = None
-        if self.checkpoints is not None and self.checkpoints.saved:
+        if resumable and self.checkpoints is not None and self.checkpoints.saved:
             checkpoint = {"url": self.checkpoints.url, "saved_at": utcnow().isoformat()}
-        if status != ProjectStatus.TRAINING.value:
-            # Cancelled (or otherwise settled) meanwhile: nobody will resume this run.
-            self._remove_leftovers(checkpoint=True)
-            checkpoint = None
         self.log.warning(
             f"Trainer stopped by SIGTERM during step {self.step}: "
             + (

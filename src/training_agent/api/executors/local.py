@@ -152,7 +152,12 @@ class LocalExecutor(Executor):
         project = self.records.get_project(project_id)
         with self._lock:
             attempt = self._retries.get(project_id, 0) + 1
-            if self._closed or attempt > MAX_RETRIES or project is None or project.status != "training":
+            if (
+                self._closed
+                or attempt > MAX_RETRIES
+                or project is None
+                or project.status != ProjectStatus.TRAINING.value
+            ):
                 return False
             self._retries[project_id] = attempt
             self._queue.appendleft(project_id)

@@ -119,3 +119,23 @@ def test_bad_arguments(tmp_path: Path) -> None:
     assert done.returncode == EXIT_USAGE and "invalid UUID value" in done.stderr
     done = cli(tmp_path, "demo", "--epochs", "0")
     assert done.returncode == EXIT_USAGE and "must be a positive integer" in done.stderr
+
+
+def test_fetch_weights_reports_the_cached_file_and_refuses_unknown_models(tmp_path: Path) -> None:
+    # What the trainer image's PRETRAINED_MODELS build argument runs. A file already in the hub cache is
+    # used as it is (torch only checks the hash of what it downloads), so this needs no internet.
+    import torch
+    from torchvision import models
+
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    cached = checkpoints / Path(models.ResNet18_Weights.DEFAULT.url).name
+    torch.save(models.resnet18().state_dict(), cached)
+
+    done = cli(tmp_path, "fetch-weights", "resnet18", env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"resnet18: {cached}"
+
+    done = cli(tmp_path, "fetch-weights", "resnet181", env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert done.returncode == EXIT_INVALID_INPUT
+    assert "Unknown model 'resnet181'" in done.stderr and "resnet18" in done.stderr

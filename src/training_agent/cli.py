@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds to wait for the run")
     demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 
+    weights = commands.add_parser(
+        "fetch-weights",
+        help="download pretrained ImageNet weights into the torch cache ($TORCH_HOME), for offline training",
+    )
+    weights.add_argument("models", nargs="+", metavar="MODEL", help="torchvision model names, e.g. resnet18")
+
     controller = commands.add_parser("controller", help="run the Kubernetes controller (kopf operator)")
     controller.add_argument(
         "--namespace",
@@ -142,6 +148,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return exit_code
 
 
+def cmd_fetch_weights(args: argparse.Namespace, settings: Settings) -> int:
+    from training_agent.trainer.model import cache_pretrained_weights
+
+    for name in args.models:
+        print(f"{name}: {cache_pretrained_weights(name)}")
+    return 0
+
+
 def cmd_controller(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -171,7 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         configure_logging(settings.log_level)
-        handlers = {"train": cmd_train, "demo": cmd_demo, "serve": cmd_serve, "controller": cmd_controller}
+        handlers = {
+            "train": cmd_train,
+            "demo": cmd_demo,
+            "serve": cmd_serve,
+            "controller": cmd_controller,
+            "fetch-weights": cmd_fetch_weights,
+        }
         handler = handlers[args.command]
         return handler(args, settings)
     except ConfigurationError as exc:

@@ -46,12 +46,16 @@ def test_what_the_api_writes_is_valid(tmp_path: Path) -> None:
         tmp_path,
         trainer_node_selector={"gpu": "a100"},
         trainer_queue_name="q",
+        trainer_env_configmap="trainer-env",
+        trainer_resources={"requests": {"cpu": "4", "memory": "16Gi"}},
         trainer_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     )
     body = trainingrun_manifest(
         spec_for(uuid4(), {"epochs": 3, "learning_rate": 0.01, "preferred_model": "vit_b_16"}, settings), "ml"
     )
     validate(body)
+    assert body["spec"]["envConfigMapName"] == "trainer-env"
+    assert body["spec"]["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"}}
     status = {
         "phase": "Running",
         "progress": {"epoch": 1, "totalEpochs": 3, "epochText": "1/3", "valAccuracy": 0.5},

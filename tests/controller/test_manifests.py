@@ -60,6 +60,7 @@ def test_job_pass_throughs_and_kueue() -> None:
             runtimeClassName="nvidia",
             serviceAccountName="trainer",
             envSecretName="env",
+            envConfigMapName="env-plain",
             gcsSecretName="gcs",
             queueName="team-a",
             shmSizeLimit="16Gi",
@@ -77,7 +78,8 @@ def test_job_pass_throughs_and_kueue() -> None:
         "nvidia",
         "trainer",
     )
-    assert container["envFrom"] == [{"secretRef": {"name": "env"}}]
+    # The Secret last: its keys win over the ConfigMap's.
+    assert container["envFrom"] == [{"configMapRef": {"name": "env-plain"}}, {"secretRef": {"name": "env"}}]
     assert {"name": "gcs-key", "secret": {"secretName": "gcs"}} in pod["volumes"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
     assert job["spec"]["suspend"] is True

@@ -45,6 +45,16 @@ def _env(spec: TrainingRunSpec) -> list[dict[str, Any]]:
     return env
 
 
+def _env_from(spec: TrainingRunSpec) -> list[dict[str, Any]]:
+    # The Secret comes last so that its keys win over a ConfigMap key of the same name.
+    env_from: list[dict[str, Any]] = []
+    if spec.env_config_map_name:
+        env_from.append({"configMapRef": {"name": spec.env_config_map_name}})
+    if spec.env_secret_name:
+        env_from.append({"secretRef": {"name": spec.env_secret_name}})
+    return env_from
+
+
 def _volumes(spec: TrainingRunSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
         # DataLoader workers pass batches through shared memory; the container default (64 MiB) is too small.
@@ -104,8 +114,9 @@ def build_job(name: str, namespace: str, spec: TrainingRunSpec) -> dict[str, Any
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
-    if spec.env_secret_name:
-        container["envFrom"] = [{"secretRef": {"name": spec.env_secret_name}}]
+    env_from = _env_from(spec)
+    if env_from:
+        container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # SIGTERM → SIGKILL: time to finish the step and upload a checkpoint.

@@ -83,8 +83,11 @@ class Settings(BaseSettings):
     trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     trainer_gpus: int = Field(default=1, ge=0)
     trainer_env_secret: str | None = "training-agent-env"  # noqa: S105 - a Secret's name, not a secret
+    trainer_env_configmap: str | None = None  # non-secret trainer environment (bucket name, options)
     trainer_gcs_secret: str | None = None
     trainer_service_account: str | None = None
+    # Kubernetes resource requirements ({"requests": {...}, "limits": {...}}); the GPU limit is added to them.
+    trainer_resources: dict[str, dict[str, str]] = Field(default_factory=dict)
     trainer_node_selector: dict[str, str] = Field(default_factory=dict)
     trainer_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     trainer_priority_class: str | None = None

@@ -42,6 +42,7 @@ class TrainingRunSpec(BaseModel):
     runtime_class_name: str | None = Field(default=None, alias="runtimeClassName")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     env_secret_name: str | None = Field(default=None, alias="envSecretName")
+    env_config_map_name: str | None = Field(default=None, alias="envConfigMapName")
     gcs_secret_name: str | None = Field(default=None, alias="gcsSecretName")
     shm_size_limit: str = Field(default="2Gi", alias="shmSizeLimit")
     active_deadline_seconds: int = Field(default=24 * 3600, ge=1, alias="activeDeadlineSeconds")

@@ -80,6 +80,15 @@ def _hub_state_dict(name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def cache_pretrained_weights(name: str) -> Path:
+    """Download `name`'s default ImageNet weights into the torch hub cache (what the trainer image bakes in
+    for clusters without internet); returns the cached file."""
+    check_model_name(name)
+    _hub_state_dict(name)
+    filename = Path(models.get_model_weights(name).DEFAULT.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
 def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)

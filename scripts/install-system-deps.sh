@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite needs (PostgreSQL server binaries for the Supabase store
-# tests). Idempotent: does nothing when they are already there.
+# Installs the system packages the test suite needs: PostgreSQL server binaries (the Supabase store tests)
+# and shellcheck (the kind quickstart and other scripts). Idempotent: does nothing when they are there.
 set -euo pipefail
 
 have_postgres() {
     command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
-if have_postgres; then
+missing=()
+have_postgres || missing+=(postgresql)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "PostgreSQL server binaries (initdb, pg_ctl) are missing; install the 'postgresql' package." >&2
+    echo "Missing system packages for the tests: ${missing[*]}; install them with your package manager." >&2
     exit 1
 fi
-echo "Installing PostgreSQL for the integration tests..."
+echo "Installing ${missing[*]} for the tests..."
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 have_postgres
+command -v shellcheck >/dev/null

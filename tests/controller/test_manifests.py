@@ -40,7 +40,10 @@ def test_job_defaults() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] == 604800
     assert "suspend" not in job["spec"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [75]  # checkpointed stop
     assert rules[2]["action"] == "FailJob" and rules[2]["onExitCodes"]["values"] == [2, 3]
     assert pod["terminationGracePeriodSeconds"] == 120

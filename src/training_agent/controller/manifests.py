@@ -75,7 +75,7 @@ def _pod_failure_policy() -> dict[str, Any]:
     return {
         "rules": [
             # Preemption, eviction, node drain: not the trainer's fault, so not counted against backoffLimit.
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             # The trainer stopped on SIGTERM after writing a checkpoint: the next pod resumes from it, and the
             # stop is not counted against backoffLimit (activeDeadlineSeconds still bounds the whole run).
             {

@@ -139,3 +139,15 @@ def test_fetch_weights_reports_the_cached_file_and_refuses_unknown_models(tmp_pa
     done = cli(tmp_path, "fetch-weights", "resnet181", env={"TORCH_HOME": str(tmp_path / "torch")})
     assert done.returncode == EXIT_INVALID_INPUT
     assert "Unknown model 'resnet181'" in done.stderr and "resnet18" in done.stderr
+
+
+def test_cluster_processes_warn_about_embedded_stores(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from training_agent.cli import embedded_stores_warning
+
+    warning = embedded_stores_warning(make_settings(tmp_path))
+    assert warning is not None and warning.startswith("SUPABASE_URL and GCP_BUCKET_NAME not set")
+    shared = make_settings(
+        tmp_path, supabase_url="https://x.supabase.co", supabase_key="k", gcp_bucket_name="models-bucket"
+    )
+    assert embedded_stores_warning(shared) is None

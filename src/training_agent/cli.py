@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from uuid import UUID
@@ -156,11 +157,36 @@ def cmd_fetch_weights(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def embedded_stores_warning(settings: Settings) -> str | None:
+    """Kubernetes trainers run in their own pods: embedded records or a local bucket cannot reach them."""
+    missing = [
+        name
+        for name, present in (
+            ("SUPABASE_URL", settings.uses_supabase),
+            ("GCP_BUCKET_NAME", settings.gcp_bucket_name),
+        )
+        if not present
+    ]
+    if not missing:
+        return None
+    return (
+        f"{' and '.join(missing)} not set: this process uses the embedded records/local bucket, which "
+        "trainer pods cannot see. Set them (the Helm chart's supabase.existingSecret and gcs.bucket) for a cluster"
+    )
+
+
+def _warn_on_embedded_stores(settings: Settings) -> None:
+    warning = embedded_stores_warning(settings)
+    if warning:
+        logging.getLogger("training_agent").warning(warning)
+
+
 def cmd_controller(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from training_agent.controller.operator import run
 
+    _warn_on_embedded_stores(settings)
     asyncio.run(
         run(
             settings,
@@ -176,6 +202,8 @@ def cmd_controller(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.api.server import serve
 
+    if settings.executor == "kubernetes":
+        _warn_on_embedded_stores(settings)
     serve(settings, args.host or settings.api_host, args.port if args.port is not None else settings.api_port)
     return 0
 

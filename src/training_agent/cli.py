@@ -171,7 +171,7 @@ def embedded_stores_warning(settings: Settings) -> str | None:
         return None
     return (
         f"{' and '.join(missing)} not set: this process uses the embedded records/local bucket, which "
-        "trainer pods cannot see. Set them for a cluster (the Helm chart's supabase.existingSecret, gcs.bucket)"
+        "trainer pods cannot see. Set them for a cluster (chart values supabase.existingSecret, gcs.bucket)"
     )
 
 

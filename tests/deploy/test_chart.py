@@ -207,6 +207,16 @@ def test_the_rendered_settings_make_a_valid_trainer_job(helm: str, mode: str) ->
         assert trainer_env["TRAINING_AGENT_PRECISION"] == "bf16"
 
 
+def test_numeric_quantities_reach_the_job_as_strings(helm: str) -> None:
+    rendered = render(
+        helm, "defaults", OLDEST, "--set", "trainer.resources.requests.cpu=4", "--set", "trainer.gpus=0"
+    )
+    job = _trainer_job(rendered)
+    kubernetes_validate.validate(job, OLDEST, strict=True)
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi"}}
+
+
 def test_secrets_are_references_mounted_where_needed(helm: str) -> None:
     rendered = render(helm, "namespace")
     assert rendered.of_kind("Secret") == []  # the chart never carries credentials outside the dev stack

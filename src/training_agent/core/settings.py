@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("trainer_resources", mode="before")
+    @classmethod
+    def _quantities_as_strings(cls, value: object) -> object:
+        # YAML and JSON write `cpu: 4` as a number; Kubernetes quantities are strings.
+        if isinstance(value, dict):
+            return {
+                kind: {k: str(v) for k, v in amounts.items()} if isinstance(amounts, dict) else amounts
+                for kind, amounts in value.items()
+            }
+        return value
+
     @field_validator("supabase_url", "gcp_bucket_name", "gcp_project", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -48,11 +48,9 @@ class DemoOptions:
 
 def pretrained_weights_cached(model: str) -> bool:
     """Whether torch's hub cache already holds the default weights for `model` (no network needed)."""
-    import torch.hub
-    from torchvision import models
+    from training_agent.trainer.model import hub_cache_file
 
-    weights = models.get_model_weights(model).DEFAULT
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file()
+    return hub_cache_file(model).is_file()
 
 
 def _stage_dataset(storage: ObjectStorage, dataset: str | None, run_tag: str) -> str:

@@ -45,7 +45,6 @@ def helm() -> str:
 @dataclass
 class Rendered:
     objects: list[dict[str, Any]]
-    notes: str = ""
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o["kind"] == kind]
@@ -62,11 +61,14 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
+def values_args(mode: str) -> list[str]:
+    """helm's `-f FILE` arguments for `mode`."""
+    return [arg for values in MODES[mode] for arg in ("-f", str(values))]
+
+
 def template_args(mode: str, kube_version: str, extra: tuple[str, ...] = ()) -> list[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube_version]
-    for values in MODES[mode]:
-        args += ["-f", str(values)]
-    return [*args, *extra]
+    return [*args, *values_args(mode), *extra]
 
 
 def render(helm: str, mode: str, kube_version: str = "1.29.0", *extra: str) -> Rendered:

@@ -16,7 +16,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, MODES, NAMESPACE, REPO, Rendered, render, run_helm, template_args
+from tests.deploy.conftest import (
+    CHART,
+    MODES,
+    NAMESPACE,
+    REPO,
+    Rendered,
+    render,
+    run_helm,
+    template_args,
+    values_args,
+)
 from training_agent.api.executors.kubernetes import spec_for
 from training_agent.controller.manifests import build_job
 from training_agent.core.runs import run_name
@@ -46,10 +56,7 @@ def validate_object(obj: dict[str, Any], version: str) -> None:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_helm_lint(helm: str, mode: str) -> None:
-    args = ["lint", "--strict", str(CHART)]
-    for values in MODES[mode]:
-        args += ["-f", str(values)]
-    done = run_helm(helm, *args)
+    done = run_helm(helm, "lint", "--strict", str(CHART), *values_args(mode))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
 

@@ -80,13 +80,17 @@ def _hub_state_dict(name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def hub_cache_file(name: str) -> Path:
+    """Where torch's hub cache keeps `name`'s default ImageNet weights ($TORCH_HOME/hub/checkpoints/...)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(models.get_model_weights(name).DEFAULT.url).name
+
+
 def cache_pretrained_weights(name: str) -> Path:
     """Download `name`'s default ImageNet weights into the torch hub cache (what the trainer image bakes in
     for clusters without internet); returns the cached file."""
     check_model_name(name)
     _hub_state_dict(name)
-    filename = Path(models.get_model_weights(name).DEFAULT.url).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return hub_cache_file(name)
 
 
 def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:

@@ -3,12 +3,15 @@
 Baseline, measured in the same run: the loop of ../shared/seeds/001_1e8abe4859d47472.txt, step 4 —
 ImageFolder, Resize((224, 224)), ToTensor, DataLoader(batch_size=32, shuffle=True) with no workers, Adam
 (lr 0.001), cross-entropy, resnet18 with a new head. The seed loads ImageNet weights; neither side can
-download them here, so both start from the same random weights (`--pretrained` uses the cached ones for both).
+download them here, so both start from random weights, seeded (`--pretrained` uses the cached ones for both).
 
-The trainer is the real pipeline (`TrainingRun` on the embedded SQLite store and a local bucket) with its
-defaults: decode-once cache, device-side augmentation, channels_last, bf16 autocast where the hardware has
-it. Reports each side's training images/s (the epochs only), the trainer's images/s including its one-off
-decode of the dataset, the ratios, and the test accuracy each reaches.
+The trainer is the real `training-agent train` command on the embedded SQLite store and a local bucket,
+with its defaults: decode-once cache, device-side augmentation, channels_last, bf16 autocast where the
+hardware has it, and its malloc tuning (trainer/allocator.py). Each side runs in a fresh process of its own,
+so neither inherits the other's heap, thread pools or oneDNN caches. A third run, the seed loop with the
+same malloc tuning, shows how much of the speed-up the allocator alone accounts for. Reports each side's
+training images/s (the epochs only), the trainer's images/s including its one-off decode of the dataset,
+the ratios, and the test accuracy each reaches.
 
     .venv/bin/python benchmarks/trainer_vs_seed.py [--epochs 2] [--per-class 64] [--source-size 448]
                                                    [--format JPEG|PNG] [--dataset ZIP] [--json]
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +41,8 @@ from torchvision import datasets, models, transforms  # noqa: E402
 
 from training_agent.core.records import open_records  # noqa: E402
 from training_agent.core.settings import Settings  # noqa: E402
-from training_agent.core.storage import ObjectStorage  # noqa: E402
 from training_agent.synthetic import write_shapes_zip  # noqa: E402
-from training_agent.trainer.pipeline import TrainingRun  # noqa: E402
+from training_agent.trainer.allocator import keep_freed_memory  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH_SIZE = 32
@@ -90,7 +94,15 @@ def seed_loop(data_dir: Path, num_classes: int, epochs: int, pretrained: bool) -
 
 
 def project_trainer(zip_path: Path, work: Path, epochs: int, pretrained: bool) -> dict[str, Any]:
-    settings = Settings(data_dir=work / "data", work_dir=work / "work", log_level="WARNING")
+    """`training-agent train` in a child process, on a project made in the embedded records."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "TRAINING_AGENT_DATA_DIR": str(work / "data"),
+        "TRAINING_AGENT_WORK_DIR": str(work / "work"),
+        "LOG_LEVEL": "WARNING",
+    }
+    settings = Settings(data_dir=work / "data", work_dir=work / "work")
     records = open_records(settings)
     project = records.create_project(
         "bench",
@@ -107,12 +119,17 @@ def project_trainer(zip_path: Path, work: Path, epochs: int, pretrained: bool) -
     )
     records.create_dataset(project.id, gcs_url=str(zip_path))
     started = time.perf_counter()
-    result = TrainingRun(
-        project.id, settings=settings, records=records, storage=ObjectStorage(settings)
-    ).execute()
-    if not result.succeeded:
-        raise SystemExit(f"the trainer failed: {result.error}")
-    metrics = result.metrics
+    child = subprocess.run(
+        [sys.executable, "-m", "training_agent", "train", "--project-id", str(project.id), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    run_seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"the trainer failed (exit {child.returncode}):\n{child.stderr}{child.stdout}")
+    metrics = json.loads(child.stdout)["metrics"]
     train_images = metrics["dataset"]["images"]["train"] * metrics["epochs_run"]
     epoch_seconds = sum(r["seconds"] for r in metrics["history"])
     data_log = next(
@@ -125,12 +142,32 @@ def project_trainer(zip_path: Path, work: Path, epochs: int, pretrained: bool) -
         "images_per_s_with_decode": train_images / (epoch_seconds + prepare_seconds),
         "train_seconds": epoch_seconds,
         "decode_seconds": prepare_seconds,
-        "run_seconds": time.perf_counter() - started,
+        "run_seconds": run_seconds,
         "test_accuracy": metrics["test_accuracy"],
         "precision": metrics["precision"],
         "device": metrics["device"],
         "data_wait_s": sum(r["data_wait_s"] for r in metrics["history"]),
     }
+
+
+def seed_process(data_dir: Path, epochs: int, pretrained: bool, *, malloc_tuning: bool) -> dict[str, Any]:
+    """The seed loop in a fresh child process (this script with --side seed)."""
+    command = [sys.executable, __file__, "--side", "seed", "--data-dir", str(data_dir)]
+    command += ["--epochs", str(epochs)]
+    command += ["--pretrained"] * pretrained + ["--malloc-tuning"] * malloc_tuning
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise SystemExit(f"the seed loop failed (exit {child.returncode}):\n{child.stderr}")
+    result: dict[str, Any] = json.loads(child.stdout)
+    return result
+
+
+def run_seed_side(args: argparse.Namespace) -> None:
+    if args.malloc_tuning:
+        keep_freed_memory()
+    torch.manual_seed(0)
+    num_classes = len([p for p in (args.data_dir / "train").iterdir() if p.is_dir()])
+    print(json.dumps(seed_loop(args.data_dir, num_classes, args.epochs, args.pretrained)))
 
 
 def main() -> None:
@@ -143,7 +180,14 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, help="a dataset zip to use instead of generated shapes")
     parser.add_argument("--pretrained", action="store_true", help="start both from cached ImageNet weights")
     parser.add_argument("--json", action="store_true")
+    # The child process that runs the seed loop.
+    parser.add_argument("--side", choices=["seed"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--malloc-tuning", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side == "seed":
+        run_seed_side(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -157,17 +201,19 @@ def main() -> None:
         data_dir = work / "extracted"
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(data_dir)
-        num_classes = len([p for p in (data_dir / "train").iterdir() if p.is_dir()])
-        seed = seed_loop(data_dir, num_classes, args.epochs, args.pretrained)
+        seed = seed_process(data_dir, args.epochs, args.pretrained, malloc_tuning=False)
         ours = project_trainer(zip_path, work, args.epochs, args.pretrained)
+        tuned_seed = seed_process(data_dir, args.epochs, args.pretrained, malloc_tuning=True)
 
     report = {
         "threads": torch.get_num_threads(),
         "epochs": args.epochs,
         "seed_loop": seed,
+        "seed_loop_malloc_tuned": tuned_seed,
         "trainer": ours,
         "speedup": ours["images_per_s"] / seed["images_per_s"],
         "speedup_with_decode": ours["images_per_s_with_decode"] / seed["images_per_s"],
+        "speedup_vs_malloc_tuned_seed": ours["images_per_s"] / tuned_seed["images_per_s"],
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -175,17 +221,21 @@ def main() -> None:
     print(
         f"resnet18 {IMAGE_SIZE}px batch {BATCH_SIZE}, {args.epochs} epochs, {torch.get_num_threads()} threads"
     )
+    for label, side in (("seed loop", seed), ("seed+malloc", tuned_seed)):
+        print(
+            f"{label:<12}: {side['images_per_s']:8.1f} img/s   test accuracy {side['test_accuracy']:.3f}   "
+            f"(per epoch {side['epoch_images_per_s']})"
+        )
     print(
-        f"seed loop : {seed['images_per_s']:8.1f} img/s   test accuracy {seed['test_accuracy']:.3f}   "
-        f"(per epoch {seed['epoch_images_per_s']})"
-    )
-    print(
-        f"trainer   : {ours['images_per_s']:8.1f} img/s   test accuracy {ours['test_accuracy']:.3f}   "
+        f"{'trainer':<12}: {ours['images_per_s']:8.1f} img/s   test accuracy {ours['test_accuracy']:.3f}   "
         f"({ours['precision']} on {ours['device']}; {ours['images_per_s_with_decode']:.1f} img/s "
         f"counting the {ours['decode_seconds']:.1f} s decode; per epoch {ours['epoch_images_per_s']}; "
         f"data wait {ours['data_wait_s']:.2f} s)"
     )
-    print(f"speed-up  : {report['speedup']:.2f}x  ({report['speedup_with_decode']:.2f}x counting the decode)")
+    print(
+        f"speed-up    : {report['speedup']:.2f}x  ({report['speedup_with_decode']:.2f}x counting the decode; "
+        f"{report['speedup_vs_malloc_tuned_seed']:.2f}x against the seed loop with the same malloc tuning)"
+    )
 
 
 if __name__ == "__main__":

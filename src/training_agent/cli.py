@@ -106,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
     from training_agent.core.storage import ObjectStorage
+    from training_agent.trainer.allocator import keep_freed_memory
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.pipeline import TrainingRun
 
+    if settings.malloc_tuning:
+        keep_freed_memory()
     # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
     stop = StopSignal()
     stop.install()

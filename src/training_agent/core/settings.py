@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     channels_last: bool = True
     compile: bool = False  # torch.compile the model: slower start, faster steps on long GPU runs
     checkpoints: bool = True  # a resume checkpoint in the bucket after every epoch and on SIGTERM
+    # `training-agent train` keeps freed memory in its heap for the next step (trainer/allocator.py).
+    malloc_tuning: bool = True
 
     # The API (`training-agent serve`).
     executor: Literal["local", "kubernetes"] = "local"

@@ -3,18 +3,24 @@
 No PostgREST binary can be installed on the build machines (TESTING.md), so this serves the subset of the
 protocol supabase-py sends for this project, over HTTP, from the real tables created by the project's own
 migration: `GET/POST/PATCH/DELETE /rest/v1/<table>` with `select`, `order`, `limit`, `offset` and the
-`eq/neq/gt/gte/lt/lte/is/in` filters, `Prefer: return=representation|minimal`, `apikey` checked, and
-PostgREST-shaped JSON errors. Queries are built with psycopg's `sql` module from names checked against the
-catalog, so a test can never inject SQL through it.
+`eq/neq/gt/gte/lt/lte/is/in` filters, `Prefer: return=representation|minimal`, inserts that ignore a
+duplicate key (`Prefer: resolution=ignore-duplicates`, `on_conflict`), `apikey` checked, and PostgREST-shaped
+JSON errors. Queries are built with psycopg's `sql` module from names checked against the catalog, so a test
+can never inject SQL through it.
+
+Faults on a switch (`fail_next`): the next requests answer 503 (or 502/504), or the connection is closed
+without an answer — before the request is carried out, or after it (an answer lost on the way back).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 _OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _RESERVED = {"select", "order", "limit", "offset", "columns", "on_conflict"}
+DROP = 0  # a fault "status": close the connection without answering
 
 
 class ApiError(Exception):
@@ -129,6 +136,24 @@ class Query:
         return sql.Composed(parts)
 
 
+@dataclass
+class Faults:
+    """What the next `count` requests (of `methods`, or all) get instead of their answer."""
+
+    count: int = 0
+    status: int = 503
+    after: bool = False  # carry the request out first, then fail: the answer is lost, the write is not
+    methods: frozenset[str] = frozenset()
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, method: str) -> bool:
+        with self.lock:
+            if self.count <= 0 or (self.methods and method not in self.methods):
+                return False
+            self.count -= 1
+            return True
+
+
 class PostgrestStandIn:
     """Serve `/rest/v1/*` for `conninfo` on 127.0.0.1; `url` is what supabase-py's create_client takes."""
 
@@ -137,6 +162,7 @@ class PostgrestStandIn:
         self.api_key = api_key
         self.catalog = Catalog(conninfo)
         self.requests: list[tuple[str, str]] = []  # (method, path?query), for tests that check the wire
+        self.faults = Faults()
         handler = self._handler_class()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -149,6 +175,13 @@ class PostgrestStandIn:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def fail_next(
+        self, count: int, *, status: int = 503, after: bool = False, methods: tuple[str, ...] = ()
+    ) -> None:
+        """Fail the next `count` requests (of `methods`, or any): answer `status`, or close the connection
+        with no answer when `status` is DROP; `after`: only once the request has been carried out."""
+        self.faults = Faults(count, status, after, frozenset(methods))
 
     def _values(self, table: str, row: dict[str, Any]) -> list[Any]:
         types = self.catalog.table(table)
@@ -167,12 +200,14 @@ class PostgrestStandIn:
             return 200, self._run(statement, q.params)
         if method == "POST":
             rows = body if isinstance(body, list) else [body]
+            conflict = self._on_conflict(table, query, prefer)
             out: list[dict[str, Any]] = []
             for row in rows:
                 columns = [sql.Identifier(self.catalog.column(table, c)) for c in row]
-                statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
+                statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                     name, sql.SQL(", ").join(columns), sql.SQL(", ").join(sql.Placeholder() * len(columns))
                 )
+                statement = statement + conflict + sql.SQL(" RETURNING *")
                 out += self._run(statement, self._values(table, row))
             return 201, out if "return=representation" in prefer else None
         if method == "PATCH":
@@ -185,6 +220,16 @@ class PostgrestStandIn:
             deleted = self._run(statement, q.params)
             return (200, deleted) if "return=representation" in prefer else (204, None)
         raise ApiError(405, "PGRST117", f"Unsupported HTTP method {method}")
+
+    def _on_conflict(self, table: str, query: str, prefer: str) -> sql.Composable:
+        """PostgREST's upsert that keeps the stored row: `ON CONFLICT (on_conflict or id) DO NOTHING`."""
+        if "resolution=ignore-duplicates" not in prefer:
+            if "resolution=" in prefer:
+                raise ApiError(400, "PGRST100", "only resolution=ignore-duplicates is served here")
+            return sql.SQL("")
+        target = dict(parse_qsl(query)).get("on_conflict") or "id"
+        columns = [sql.Identifier(self.catalog.column(table, c.strip())) for c in target.split(",")]
+        return sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(sql.SQL(", ").join(columns))
 
     def _run(self, statement: sql.Composed | sql.SQL, params: list[Any]) -> list[dict[str, Any]]:
         try:
@@ -216,6 +261,13 @@ class PostgrestStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _fail(self, status: int) -> None:
+                if status == DROP:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self._respond(status, {"message": f"fault injected by the test (HTTP {status})"})
+
             def _dispatch(self) -> None:
                 parts = urlsplit(self.path)
                 stand_in.requests.append((self.command, self.path))
@@ -223,6 +275,11 @@ class PostgrestStandIn:
                 raw = self.rfile.read(length) if length else b""
                 if self.headers.get("apikey") != stand_in.api_key:
                     self._respond(401, {"message": "Invalid API key", "hint": "Double check your apikey"})
+                    return
+                faults = stand_in.faults
+                fault = faults.take(self.command)
+                if fault and not faults.after:
+                    self._fail(faults.status)
                     return
                 try:
                     body = json.loads(raw) if raw else {}
@@ -244,6 +301,9 @@ class PostgrestStandIn:
                         400,
                         {"code": "PGRST102", "message": str(exc), "details": None, "hint": None},
                     )
+                if fault:
+                    self._fail(faults.status)
+                    return
                 self._respond(status, payload)
 
             do_GET = do_POST = do_PATCH = do_DELETE = _dispatch

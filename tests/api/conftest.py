@@ -1,10 +1,14 @@
 """An app per test on the embedded stores, served through Starlette's TestClient with its lifespan, so the
-real local executor starts real trainer processes."""
+real local executor starts real trainer processes (or, with `fake_trainers`, real stand-in processes that
+start in a moment and do what a test needs)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -65,3 +69,50 @@ def wait_for_status(
         time.sleep(0.2)
     project = records.get_project(project_id)
     raise AssertionError(f"project still {project.status if project else None} after {timeout_s} s")
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    """Poll (bounded) until `condition()` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout_s} s")
+        time.sleep(0.05)
+
+
+@dataclass
+class FakeTrainers:
+    """What the local executor starts instead of the trainer: `python -c script --project-id ID` (so the
+    process's command line names its project, as the real trainer's does)."""
+
+    script: str = "import time; time.sleep(60)"
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(
+        self, project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", self.script, "--project-id", str(project_id)],
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+        )
+        self.started.append(proc)
+        return proc
+
+
+@pytest.fixture
+def fake_trainers(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTrainers]:
+    fakes = FakeTrainers()
+    monkeypatch.setattr("training_agent.api.executors.local.start_trainer", fakes.start)
+    yield fakes
+    for proc in fakes.started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def dead_pid() -> int:
+    """A pid that no process has any more."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

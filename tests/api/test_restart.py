@@ -1,31 +1,32 @@
-"""Restart safety: runs a previous server process left in `training` are settled at start-up."""
+"""Restart safety: runs a previous server process left in `training` are settled at start-up (a live trainer
+is adopted: followed, cancellable, holding its slot); shutdown stops only trainers still training; a retry
+stays the same run."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import wait_for_status
-from tests.conftest import seed_project
+from tests.api.conftest import FakeTrainers, dead_pid, wait_for_status, wait_until
+from tests.conftest import make_settings, seed_project
+from training_agent.api.main import create_app
 from training_agent.core.errors import EXIT_RETRY
+from training_agent.core.lease import new_run, run_of
 from training_agent.core.records import Project, RecordsStore
+from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.core.runs import RunPhase
 from training_agent.core.settings import Settings
 from training_agent.core.trainer_process import start_trainer
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def left_training(records: RecordsStore, run: dict[str, Any]) -> Project:
@@ -80,7 +81,9 @@ def test_live_trainer_is_adopted_and_followed(
         project.id,
         from_status="training",
         to_status="training",
-        metadata_patch={"training_run": {"executor": "local", "host": socket.gethostname(), "pid": proc.pid}},
+        metadata_patch={
+            "training_run": {**new_run(project.id, "local"), "host": socket.gethostname(), "pid": proc.pid}
+        },
     )
     try:
         with TestClient(app) as client:
@@ -128,3 +131,92 @@ def test_shutdown_stops_running_and_queued_runs(
         never.metadata["error"]["message"]
         == "The server stopped before this run started; start the project again"
     )
+
+
+def left_running(records: RecordsStore) -> tuple[Project, subprocess.Popen[bytes]]:
+    """A project whose trainer a previous server started and left running (a stand-in that sleeps)."""
+    project = seed_project(records, "gs://bucket/d.zip", status="training")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--project-id", str(project.id)]
+    )
+    run = {**new_run(project.id, "local"), "host": socket.gethostname(), "pid": proc.pid}
+    records.transition_project(
+        project.id, from_status="training", to_status="training", metadata_patch={"training_run": run}
+    )
+    return project, proc
+
+
+def test_adopted_run_holds_a_slot_and_can_be_cancelled(
+    app: FastAPI, api_records: RecordsStore, fake_trainers: FakeTrainers
+) -> None:
+    adopted, proc = left_running(api_records)
+    waiting = seed_project(api_records, "gs://bucket/d.zip")
+    try:
+        with TestClient(app) as client:
+            executor = client.app.state.executor  # type: ignore[attr-defined]
+            assert executor.counts() == {"running": 1, "queued": 0}
+            # TRAINING_AGENT_MAX_CONCURRENT_RUNS is 1 and the adopted trainer holds it: the next run waits.
+            body = client.post("/agents/training/start", json={"project_id": str(waiting.id)}).json()
+            assert (body["phase"], body["queue_position"]) == ("Queued", 1)
+
+            response = client.delete(f"/agents/training/{adopted.id}")
+            assert response.status_code == 200, response.text
+            assert proc.wait(timeout=10) == -signal.SIGTERM  # not our child: signalled by pid
+            stored = api_records.get_project(adopted.id)
+            assert stored is not None and stored.status == "failed"
+            assert stored.metadata["error"]["message"] == "Cancelled by request"
+            wait_until(lambda: executor.describe(waiting.id).phase == RunPhase.RUNNING, "started")
+            assert executor.describe(adopted.id).phase == RunPhase.CANCELLED
+            assert executor.counts() == {"running": 1, "queued": 0}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_shutdown_does_not_interrupt_a_trainer_that_recorded_its_result(
+    tmp_path: Path, fake_trainers: FakeTrainers
+) -> None:
+    settings = make_settings(tmp_path, max_concurrent_runs=2)
+    records = SQLiteRecords(settings.resolved_database_path)
+    fake_trainers.script = "import time; time.sleep(1.5)"  # then exits 0, unless a signal ends it first
+    finished, training = seed_project(records, "gs://b/d.zip"), seed_project(records, "gs://b/d.zip")
+    with TestClient(create_app(settings, records=records)) as client:
+        for project in (finished, training):
+            assert (
+                client.post("/agents/training/start", json={"project_id": str(project.id)}).status_code == 200
+            )
+        executor = client.app.state.executor  # type: ignore[attr-defined]
+        # The trainer recorded success and is exiting when the server stops.
+        records.transition_project(finished.id, from_status="training", to_status="pending_evaluation")
+    assert executor.describe(finished.id).exit_code == 0  # waited for, never sent SIGTERM
+    assert executor.describe(finished.id).phase == RunPhase.SUCCEEDED
+    assert executor.describe(training.id).exit_code == -signal.SIGTERM  # still training: asked to stop
+    assert records.get_project(finished.id).status == "pending_evaluation"  # type: ignore[union-attr]
+
+
+def test_a_retry_is_the_same_run(
+    app: FastAPI, api_records: RecordsStore, fake_trainers: FakeTrainers
+) -> None:
+    # The first trainer stops for a retry (as after SIGTERM from outside), the second keeps running.
+    fake_trainers.script = (
+        "import os, sys, time\n"
+        f"marker = {str(app.state.settings.work_dir / 'stopped-once')!r}\n"
+        "if not os.path.exists(marker):\n"
+        "    os.makedirs(os.path.dirname(marker), exist_ok=True)\n"
+        "    open(marker, 'w').close()\n"
+        f"    sys.exit({EXIT_RETRY})\n"
+        "time.sleep(60)\n"
+    )
+    project = seed_project(api_records, "gs://bucket/d.zip")
+    with TestClient(app) as client:
+        client.post("/agents/training/start", json={"project_id": str(project.id)})
+        accepted = run_of(api_records.get_project(project.id))  # type: ignore[arg-type]
+        executor = client.app.state.executor  # type: ignore[attr-defined]
+        wait_until(lambda: len(fake_trainers.started) == 2, "started again")
+        second = fake_trainers.started[1].pid
+        wait_until(lambda: run_of(api_records.get_project(project.id)).get("pid") == second, "recorded")  # type: ignore[arg-type]
+        run = run_of(api_records.get_project(project.id))  # type: ignore[arg-type]
+        assert run["run_id"] == accepted["run_id"] and run["accepted_at"] == accepted["accepted_at"]
+        assert run["executor"] == "local" and run["host"] == socket.gethostname() and run["started_at"]
+        assert executor.describe(project.id).phase == RunPhase.RUNNING
+        assert api_records.get_project(project.id).status == "training"  # type: ignore[union-attr]

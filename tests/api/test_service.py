@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import wait_for_status
-from tests.conftest import make_settings
+from tests.api.conftest import FakeTrainers, wait_for_status, wait_until
+from tests.conftest import make_settings, seed_project
 from training_agent.api.main import create_app
 from training_agent.core.errors import RecordsError
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.records.sqlite import SQLiteRecords
+from training_agent.core.runs import RunPhase
 
 KEY = "s3cret-key"
 
@@ -157,6 +159,21 @@ def test_metrics_count_runs_and_requests(
         and 'route="/agents/training/status/{project_id}"' not in text
     )
     assert 'training_agent_runs_active{state="running"} 0.0' in text
+
+
+def test_metrics_count_cancelled_runs_as_cancelled(
+    client: TestClient, api_records: RecordsStore, fake_trainers: FakeTrainers
+) -> None:
+    project = seed_project(api_records, "gs://bucket/d.zip")
+    client.post("/agents/training/start", json={"project_id": str(project.id)})
+    assert client.delete(f"/agents/training/{project.id}").status_code == 200
+    executor = client.app.state.executor  # type: ignore[attr-defined]
+    wait_until(lambda: executor.describe(project.id).finished_at is not None, "settled")
+    run = executor.describe(project.id)
+    assert run.phase == RunPhase.CANCELLED and run.exit_code == -signal.SIGTERM
+    text = client.get("/metrics").text
+    assert 'training_agent_runs_finished_total{executor="local",outcome="cancelled"} 1.0' in text
+    assert 'outcome="failed"' not in text
 
 
 def test_openapi_and_docs(client: TestClient) -> None:

@@ -7,9 +7,10 @@ from uuid import uuid4
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import wait_for_status
+from tests.api.conftest import FakeTrainers, wait_for_status, wait_until
 from tests.conftest import seed_project
 from tests.support.datasets import DatasetFactory
+from training_agent.core.lease import run_of
 from training_agent.core.records import Project, RecordsStore
 
 
@@ -88,6 +89,34 @@ def test_run_known_only_from_records(client: TestClient, api_records: RecordsSto
     )
     run = status_of(client, project.id)["run"]
     assert run["name"] == "tr-x" and run["executor"] == "kubernetes" and run["phase"] == "Failed"
+
+
+def test_cancelled_run_known_only_from_records(client: TestClient, api_records: RecordsStore) -> None:
+    project = seed_project(
+        api_records,
+        "gs://bucket/d.zip",
+        status="failed",
+        metadata={
+            "training_run": {"name": "tr-x", "executor": "local"},
+            "error": {"message": "Cancelled by request", "type": "Cancelled"},
+        },
+    )
+    assert status_of(client, project.id)["run"]["phase"] == "Cancelled"
+
+
+def test_accepted_run_has_its_identity(
+    client: TestClient, api_records: RecordsStore, fake_trainers: FakeTrainers
+) -> None:
+    """The claim writes the run record; the local executor adds the trainer's pid without losing it."""
+    project = seed_project(api_records, "gs://bucket/d.zip")
+    client.post("/agents/training/start", json={"project_id": str(project.id)})
+    wait_until(lambda: "pid" in run_of(api_records.get_project(project.id)), "pid recorded")  # type: ignore[arg-type]
+    run = run_of(api_records.get_project(project.id))  # type: ignore[arg-type]
+    assert run["name"] == f"tr-{project.id}" and run["executor"] == "local"
+    assert len(run["run_id"]) == 32 and run["accepted_at"] and run["started_at"]
+    assert run["pid"] == fake_trainers.started[0].pid and run["host"]
+    initiated = [row for row in api_records.recent_logs(project.id) if row.message == "Training initiated"]
+    assert initiated[0].metadata["run_id"] == run["run_id"]
 
 
 def test_limit_is_bounded(client: TestClient, api_records: RecordsStore) -> None:

@@ -17,6 +17,7 @@ from training_agent.api.errors import ApiError
 from training_agent.api.executors import Executor, make_executor
 from training_agent.api.metrics import ApiMetrics
 from training_agent.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from training_agent.api.reaper import Reaper
 from training_agent.api.routes import health, training
 from training_agent.core.errors import RecordsError, StorageError
 from training_agent.core.records import RecordsStore, open_records
@@ -77,11 +78,15 @@ def create_app(
             app.state.records,
             on_finish=lambda _project, phase: metrics.run_finished(settings.executor, phase),
         )
-        # Runs a previous server process left behind are settled before new ones are accepted.
+        # Runs a previous server process left behind are settled before new ones are accepted; then the
+        # reaper fails local and CLI runs whose trainer stopped heart-beating (now, and every few seconds).
         await run_in_threadpool(app.state.executor.recover)
+        app.state.reaper = Reaper(settings, app.state.records, app.state.executor)
+        await run_in_threadpool(app.state.reaper.start)
         try:
             yield
         finally:
+            await run_in_threadpool(app.state.reaper.stop)
             await run_in_threadpool(app.state.executor.shutdown)
 
     app = FastAPI(title="Training Agent", version=__version__, description=DESCRIPTION, lifespan=lifespan)

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from training_agent.core.runs import RunPhase
 
+_OUTCOMES = {RunPhase.SUCCEEDED: "succeeded", RunPhase.CANCELLED: "cancelled"}
+
 
 @dataclass
 class ApiMetrics:
@@ -37,5 +39,4 @@ class ApiMetrics:
         )
 
     def run_finished(self, executor: str, phase: RunPhase) -> None:
-        outcome = "succeeded" if phase == RunPhase.SUCCEEDED else "failed"
-        self.runs_finished.labels(executor=executor, outcome=outcome).inc()
+        self.runs_finished.labels(executor=executor, outcome=_OUTCOMES.get(phase, "failed")).inc()

@@ -4,12 +4,13 @@ a project's status. Executor-agnostic, so the kubernetes executor reuses it unch
 from __future__ import annotations
 
 import logging
-from typing import Any
 from uuid import UUID
 
 from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailable
 from training_agent.api.executors import Executor
+from training_agent.api.executors.base import CANCELLED_ERROR_TYPE
 from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, StatusResponse
+from training_agent.core.lease import RUN_KEY, new_run, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import Project, utcnow
@@ -56,13 +57,12 @@ def start_training(
     if dataset is None or not dataset.gcs_url:
         raise BadRequest(f"Project {project_id} has no dataset with a gcs_url; register its dataset first")
     name = run_name(project_id)
+    run_record = new_run(project_id, executor.name)
     claimed = records.transition_project(
         project_id,
         from_status=ProjectStatus.PENDING_TRAINING.value,
         to_status=ProjectStatus.TRAINING.value,
-        metadata_patch={
-            "training_run": {"name": name, "executor": executor.name, "accepted_at": utcnow().isoformat()}
-        },
+        metadata_patch={RUN_KEY: run_record},
     )
     if claimed is None:
         # Another request claimed it between our read and our compare-and-set.
@@ -70,7 +70,13 @@ def start_training(
             f"Project {project_id} was just started by another request; see {status_url(project_id)}"
         )
     log = AgentLog(records, project_id, agent_name)
-    log.info(INITIATED, run_name=name, executor=executor.name, dataset_url=dataset.gcs_url)
+    log.info(
+        INITIATED,
+        run_name=name,
+        run_id=run_record["run_id"],
+        executor=executor.name,
+        dataset_url=dataset.gcs_url,
+    )
     try:
         run = executor.submit(project_id)
     except Exception as exc:
@@ -108,13 +114,16 @@ def cancel_training(project_id: UUID, records: RecordsStore, executor: Executor)
             f"Project {project_id} is in status {project.status!r}; only a training run can be cancelled"
         )
     if not executor.cancel(project_id):
+        current = _project(records, project_id)
+        if current.status != ProjectStatus.TRAINING.value:  # it ended while the cancel was on its way
+            raise Conflict(f"Project {project_id} is in status {current.status!r}; its run has ended")
         raise NotFound(f"Project {project_id} has no run in the {executor.name} executor")
     return CancelResponse(project_id=project_id, run_name=run_name(project_id))
 
 
 def _run_from_records(project: Project) -> RunInfo | None:
     """The run as the records tell it, for runs this server process did not start (or forgot)."""
-    run: dict[str, Any] = project.metadata.get("training_run") or {}
+    run = run_of(project)
     if not run:
         return None
     phase = {
@@ -122,6 +131,9 @@ def _run_from_records(project: Project) -> RunInfo | None:
         ProjectStatus.FAILED.value: RunPhase.FAILED,
         ProjectStatus.PENDING_TRAINING.value: RunPhase.PENDING,
     }.get(project.status, RunPhase.SUCCEEDED)
+    error = project.metadata.get("error")
+    if phase == RunPhase.FAILED and isinstance(error, dict) and error.get("type") == CANCELLED_ERROR_TYPE:
+        phase = RunPhase.CANCELLED
     return RunInfo(
         name=str(run.get("name") or run_name(project.id)),
         executor=str(run.get("executor") or "unknown"),

@@ -9,8 +9,12 @@ from uuid import UUID
 
 from training_agent.core.runs import RunInfo, RunPhase
 
-# Called once per run that ends (phase Succeeded or Failed), e.g. to count it in /metrics.
+# Called once per run that ends (phase Succeeded, Failed or Cancelled), e.g. to count it in /metrics.
 OnFinish = Callable[[UUID, RunPhase], None]
+
+# `metadata.error.type` of a project whose run was cancelled (the controller writes the same), so the records
+# alone tell a cancelled run from a failed one.
+CANCELLED_ERROR_TYPE = "Cancelled"
 
 
 class Executor(abc.ABC):
@@ -35,6 +39,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def shutdown(self) -> None:
         """At shutdown: stop what runs, so that no project stays `training` with nobody working on it."""
+
+    def holds_queued(self, project_id: UUID) -> bool:
+        """Whether the project's run waits in this process's queue (it has no trainer to heart-beat yet, so
+        the reaper must leave it alone)."""
+        return False
 
     def counts(self) -> dict[str, int]:
         """Runs by state that this process holds (for /metrics); executors that hold none report none."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from tests.conftest import seed_project
 from tests.support.datasets import DatasetFactory
-from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_USAGE
+from training_agent.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_USAGE
 from training_agent.core.records.sqlite import SQLiteRecords
 
 
@@ -151,3 +154,132 @@ def test_cluster_processes_warn_about_embedded_stores(tmp_path: Path) -> None:
         tmp_path, supabase_url="https://x.supabase.co", supabase_key="k", gcp_bucket_name="models-bucket"
     )
     assert embedded_stores_warning(shared) is None
+
+
+# -- user errors: one line on stderr, the README's exit code, never a traceback ---------------------------
+
+
+def assert_one_line(stderr: str, start: str) -> None:
+    assert "Traceback" not in stderr
+    assert stderr.count("\n") == 1 and stderr.startswith(f"training-agent: {start}"), stderr
+
+
+def test_demo_refuses_an_unknown_model_up_front(tmp_path: Path) -> None:
+    done = cli(tmp_path, "demo", "--model", "resnet181")
+    assert done.returncode == EXIT_INVALID_INPUT
+    assert_one_line(done.stderr, "--model resnet181 is not a torchvision classification model; did you mean")
+    assert not (tmp_path / "data").exists()  # refused before a project (or its records file) was made
+
+
+def test_demo_refuses_a_missing_dataset_up_front(tmp_path: Path) -> None:
+    done = cli(tmp_path, "demo", "--dataset", "missing.zip")
+    assert done.returncode == EXIT_INVALID_INPUT
+    assert_one_line(done.stderr, "--dataset missing.zip: no such file or folder")
+
+
+def test_serve_on_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = cli(tmp_path, "serve", "--port", str(port))
+    assert done.returncode == EXIT_USAGE
+    assert_one_line(done.stderr, f"Cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "data").exists()  # refused before the app started (and settled any runs)
+
+
+def test_serve_with_the_kubernetes_executor_and_no_kubeconfig(tmp_path: Path) -> None:
+    env = {
+        "TRAINING_AGENT_EXECUTOR": "kubernetes",
+        "KUBECONFIG": str(tmp_path / "missing-kubeconfig"),
+        "HOME": str(tmp_path),
+        "KUBERNETES_SERVICE_HOST": "",  # as outside a pod, even where the tests run in one
+    }
+    done = cli(tmp_path, "serve", "--port", "0", env=env)
+    assert done.returncode == EXIT_USAGE
+    assert_one_line(done.stderr, "Cannot configure the Kubernetes client")
+
+
+def test_serve_refuses_an_empty_api_key(tmp_path: Path) -> None:
+    done = cli(tmp_path, "serve", "--port", "0", env={"MCP_API_KEY": " "})
+    assert done.returncode == EXIT_USAGE
+    assert_one_line(done.stderr, "Invalid configuration: MCP_API_KEY: is set but empty")
+
+
+def test_serve_reports_a_failed_start_up_in_one_line(tmp_path: Path) -> None:
+    # The records file cannot be created: the app's start-up fails after uvicorn started.
+    done = cli(tmp_path, "serve", "--port", "0", env={"TRAINING_AGENT_DATABASE_PATH": "/proc/none/r.db"})
+    assert done.returncode == EXIT_FAILED
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("training-agent: Cannot open the SQLite records file")
+
+
+def _main_raising(
+    tmp_path: Path, error: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`training-agent fetch-weights x` whose command raises `error` (a Python expression)."""
+    code = (
+        "import sys\nfrom training_agent import cli\n"
+        f"def boom(args, settings):\n    raise {error}\n"
+        "cli.cmd_fetch_weights = boom\nsys.exit(cli.main(['fetch-weights', 'x']))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "TRAINING_AGENT_DATA_DIR": str(tmp_path / "data"), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_only_at_debug(tmp_path: Path) -> None:
+    done = _main_raising(tmp_path, "RuntimeError('disk on fire\\nsecond line')")
+    assert done.returncode == EXIT_FAILED
+    assert done.stderr == (
+        "training-agent: RuntimeError: disk on fire second line "
+        "(run with LOG_LEVEL=DEBUG for the traceback)\n"
+    )
+    debug = _main_raising(tmp_path, "RuntimeError('disk on fire')", env={"LOG_LEVEL": "DEBUG"})
+    assert debug.returncode == EXIT_FAILED
+    assert "Traceback" in debug.stderr and ", in boom" in debug.stderr
+    assert debug.stderr.endswith("training-agent: RuntimeError: disk on fire (traceback above)\n")
+
+
+def test_ctrl_c_in_the_demo_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        "TRAINING_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "TRAINING_AGENT_WORK_DIR": str(tmp_path / "work"),
+        "TRAINING_AGENT_NUM_WORKERS": "0",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "training_agent", "demo", "--epochs", "50", "--image-size", "16"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell starts background jobs with SIGINT ignored, and a child inherits that: restore Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    try:
+        assert demo.stderr is not None
+        deadline = time.monotonic() + 240
+        seen = []
+        while time.monotonic() < deadline:  # the demo's stderr ends (EOF) if it exits early
+            line = demo.stderr.readline()
+            seen.append(line)
+            if not line or "training_agent.demo: Started" in line:
+                break
+        assert "training_agent.demo: Started" in seen[-1], "".join(seen)
+        demo.send_signal(signal.SIGINT)
+        _, rest = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == EXIT_INTERRUPTED
+    assert "Traceback" not in rest
+    assert rest.splitlines()[-1] == "training-agent: Interrupted"

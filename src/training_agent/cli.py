@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from training_agent import __version__
-from training_agent.core.errors import EXIT_USAGE, ConfigurationError, TrainingAgentError
+from training_agent.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, TrainingAgentError
 from training_agent.core.logs import configure_logging
 from training_agent.core.settings import Settings, get_settings
+
+logger = logging.getLogger("training_agent.cli")
 
 
 def _positive_int(text: str) -> int:
@@ -128,13 +130,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     elif not result.succeeded and result.error:
-        print(f"training-agent: {result.error['message']}", file=sys.stderr)
+        print(f"training-agent: {_one_line(result.error['message'])}", file=sys.stderr)
     return result.exit_code
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
-    from training_agent.demo import DemoOptions, format_summary, run_demo
+    from training_agent.demo import DemoOptions, check_options, format_summary, run_demo
 
     options = DemoOptions(
         dataset=args.dataset,
@@ -147,6 +149,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         api_url=args.api_url,
         timeout_s=args.timeout,
     )
+    check_options(options)
     exit_code, summary = run_demo(options, settings, open_records(settings))
     print(json.dumps(summary, default=str) if args.json else format_summary(summary))
     return exit_code
@@ -206,9 +209,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.api.server import serve
 
     if settings.executor == "kubernetes":
+        from training_agent.core.kube import api_client
+
+        # No kubeconfig or service account: say so in one line now, not in a failed start-up later.
+        api_client(settings).close()  # type: ignore[no-untyped-call]
         _warn_on_embedded_stores(settings)
     serve(settings, args.host or settings.api_host, args.port if args.port is not None else settings.api_port)
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _report(message: str, exit_code: int) -> int:
+    """The CLI's whole answer to a failure: one line on stderr, and the exit code the README lists."""
+    print(f"training-agent: {_one_line(message)}", file=sys.stderr)
+    return exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,9 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         handler = handlers[args.command]
         return handler(args, settings)
-    except ConfigurationError as exc:
-        print(f"training-agent: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except TrainingAgentError as exc:
-        print(f"training-agent: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except TrainingAgentError as exc:  # ConfigurationError included: EXIT_USAGE
+        return _report(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _report("Interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # the last resort: people get one line, the log (at DEBUG) the traceback
+        logger.debug("Unexpected error", exc_info=exc)
+        where = (
+            "traceback above"
+            if logger.isEnabledFor(logging.DEBUG)
+            else "run with LOG_LEVEL=DEBUG for the traceback"
+        )
+        return _report(f"{type(exc).__name__}: {exc} ({where})", EXIT_FAILED)

@@ -7,6 +7,7 @@ storage the settings select: embedded SQLite and a local folder by default.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from training_agent.core.errors import TrainingAgentError
+from training_agent.core.errors import InvalidInputError, TrainingAgentError
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
@@ -46,6 +47,22 @@ class DemoOptions:
     timeout_s: float = 3600.0
 
 
+def check_options(options: DemoOptions) -> None:
+    """Refuse a model or a dataset that cannot work before anything is created (project, server, run)."""
+    from training_agent.trainer.model import available_models  # torchvision: imported only when needed
+
+    known = available_models()
+    if options.model not in known:
+        close = difflib.get_close_matches(options.model, known, n=3)
+        hint = (
+            f"did you mean {', '.join(close)}?" if close else "try resnet18, efficientnet_b0 or convnext_tiny"
+        )
+        raise InvalidInputError(f"--model {options.model} is not a torchvision classification model; {hint}")
+    dataset = options.dataset
+    if dataset and not dataset.startswith("gs://") and not Path(dataset).exists():
+        raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
+
+
 def pretrained_weights_cached(model: str) -> bool:
     """Whether torch's hub cache already holds the default weights for `model` (no network needed)."""
     from training_agent.trainer.model import hub_cache_file
@@ -61,7 +78,7 @@ def _stage_dataset(storage: ObjectStorage, dataset: str | None, run_tag: str) ->
         if dataset:
             folder = Path(dataset)
             if not folder.is_dir():
-                raise FileNotFoundError(f"--dataset {dataset}: no such file or folder")
+                raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
             archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", folder))
         else:
             archive = write_shapes_zip(Path(tmp) / "dataset.zip")
@@ -74,7 +91,8 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
     """Create the project, start it through the API, follow it to the end; returns (exit code, summary).
 
     With `options.api_url` the demo talks to that server (which must share these records); otherwise it
-    serves the API itself on a free loopback port for the length of the demo.
+    serves the API itself on a free loopback port for the length of the demo. Callers check the options
+    first (`check_options`).
     """
     storage = ObjectStorage(settings)
     run_tag = uuid.uuid4().hex[:8]

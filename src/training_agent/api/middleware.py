@@ -1,13 +1,18 @@
-"""Pure-ASGI middleware: request ids, request metrics, and the request body size limit."""
+"""Around the routes: pure-ASGI middleware (request ids, request metrics, the request body size limit) and
+the strict JSON parsing of request bodies."""
 
 from __future__ import annotations
 
 import contextvars
 import json
+import math
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from training_agent.api.metrics import ApiMetrics
@@ -114,3 +119,61 @@ class BodySizeLimitMiddleware:
             return await receive()  # after the body: wait for the disconnect, as the server would say
 
         await self.app(scope, replay, send)
+
+
+class _NotAJSONNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotAJSONNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: Python reads it as infinity
+        raise _NotAJSONNumber(f"{text} is too large for a number")
+    return value
+
+
+def parse_json_body(body: bytes) -> Any:
+    """`json.loads` without its extensions to JSON, and with every way a body can be unreadable reported as a
+    JSONDecodeError, which FastAPI answers with 422 like any other malformed body.
+
+    The standard library accepts NaN and Infinity (and reads 1e999 as infinity): such a value cannot be
+    written back in the error response, which turned a bad request into a 500. Invalid UTF-8, nesting that
+    exhausts the parser's recursion, or an integer too long to convert would otherwise be a 400.
+    """
+    try:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError("it is not valid UTF-8", "", exc.start) from exc
+    except RecursionError as exc:
+        raise json.JSONDecodeError("it is nested too deeply", "", 0) from exc
+    except _NotAJSONNumber as exc:
+        raise json.JSONDecodeError(str(exc), "", 0) from exc
+    except ValueError as exc:  # int() refuses more digits than sys.get_int_max_str_digits()
+        raise json.JSONDecodeError("a number in it has too many digits", "", 0) from exc
+
+
+class StrictJSONRequest(Request):
+    """A request whose `json()` (what FastAPI reads a JSON body with) is `parse_json_body`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json_body(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is read by `parse_json_body` (FastAPI's documented custom-request hook)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler

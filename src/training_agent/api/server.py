@@ -3,6 +3,8 @@ demo, which then talks to it over real HTTP like the MCP server would."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,14 +12,80 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from training_agent.api.main import create_app
+from training_agent.core.errors import ConfigurationError, TrainingAgentError
 from training_agent.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class _KeepStartupError:
+    """Keeps the exception that failed the app's start-up, for `serve` to raise: the command then reports it
+    in one line with its own exit code, where uvicorn would log the traceback and exit 3."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.error: Exception | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        failed = False
+
+        async def send_without_traceback(message: Message) -> None:
+            nonlocal failed
+            if message["type"] == "lifespan.startup.failed":
+                failed = True
+                message = {**message, "message": ""}  # its text is the traceback
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_without_traceback)
+        except Exception as exc:
+            if failed:
+                self.error = exc
+            raise
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the app starts. uvicorn binds only after the app's start-up, and
+    that start-up settles the runs it finds in `training`: on a busy port, perhaps those of the server still
+    running there."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+            "(TRAINING_AGENT_API_PORT) or stop what is using it"
+        ) from exc
+    return sock
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve the API in the foreground until SIGINT or SIGTERM. A port in use or a failed start-up raises."""
+    sock = _listen(host, port)
+    app = _KeepStartupError(create_app(settings))
     # log_config=None: keep the process's logging set-up (LOG_LEVEL, one format) for uvicorn too.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=True))
+    logger.info("Listening on http://%s:%d; starting the app", host, sock.getsockname()[1])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; stopping is what was asked
+        pass
+    except SystemExit:  # uvicorn's "startup failed" exits 3, which this project's commands keep for bad input
+        pass
+    finally:
+        sock.close()
+    if app.error is not None:
+        raise app.error
+    if not server.started:
+        raise TrainingAgentError("The API server did not start; see the log above")
 
 
 @contextmanager

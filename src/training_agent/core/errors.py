@@ -1,18 +1,23 @@
 """Errors that carry the pipeline step they happened in and the process exit code they map to.
 
 The exit codes are a contract with whoever runs the trainer (the local executor, a Kubernetes Job's pod
-failure policy): invalid input can never succeed on a retry, anything else might.
+failure policy): invalid input can never succeed on a retry, anything else might. The README's "Exit codes"
+table lists them; every command exits with one of these.
 """
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # unexpected error: a retry may succeed
-EXIT_USAGE = 2  # bad command line or configuration (argparse uses 2 as well)
-EXIT_INVALID_INPUT = 3  # the project, dataset or its metadata is wrong: retrying cannot help
+# Bad command line or configuration: an environment variable, no kubeconfig, a port in use (argparse uses 2).
+EXIT_USAGE = 2
+# The project, its dataset or training options are wrong (in the records or on the demo's command line):
+# retrying cannot help.
+EXIT_INVALID_INPUT = 3
 # Stopped on request (SIGTERM: preemption, node drain) after saving a checkpoint: run it again to resume.
 # 75 is sysexits' EX_TEMPFAIL.
 EXIT_RETRY = 75
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + the signal's number, as shells report it
 
 
 class TrainingAgentError(Exception):
@@ -22,7 +27,7 @@ class TrainingAgentError(Exception):
 
 
 class ConfigurationError(TrainingAgentError):
-    """The service's own configuration (environment variables) is invalid."""
+    """The service's own configuration (environment variables, command-line options) cannot work."""
 
     exit_code = EXIT_USAGE
 

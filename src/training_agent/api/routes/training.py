@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from training_agent.api import service
 from training_agent.api.blocking import run_blocking
 from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep, require_api_key
+from training_agent.api.middleware import StrictJSONRoute
 from training_agent.api.schemas import (
     CancelResponse,
     ErrorResponse,
@@ -18,7 +19,13 @@ from training_agent.api.schemas import (
     StatusResponse,
 )
 
-router = APIRouter(prefix="/agents/training", tags=["training"], dependencies=[Depends(require_api_key)])
+# StrictJSONRoute: NaN, Infinity, invalid UTF-8 or deep nesting in a body is a 422, as any malformed body.
+router = APIRouter(
+    prefix="/agents/training",
+    tags=["training"],
+    dependencies=[Depends(require_api_key)],
+    route_class=StrictJSONRoute,
+)
 
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {

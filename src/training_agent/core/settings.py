@@ -151,6 +151,15 @@ class Settings(BaseSettings):
             raise ValueError(f"names {value}, which is not a readable file")
         return value
 
+    @field_validator("mcp_api_key")
+    @classmethod
+    def _refuse_empty_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key would be "set" yet match only an empty bearer token: requests without the header
+        # pass while every real token gets 401. Unset means no authentication; empty is a mistake.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty: set a token, or unset it to disable authentication")
+        return value
+
     @model_validator(mode="after")
     def _supabase_both_or_neither(self) -> Settings:
         if (self.supabase_url is None) != (self.supabase_key is None):

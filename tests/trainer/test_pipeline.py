@@ -343,12 +343,12 @@ def test_upload_is_retried_then_succeeds(
     calls: list[str] = []
     real_upload = ObjectStorage.upload
 
-    def flaky(self: ObjectStorage, src: Path, url: str) -> None:
+    def flaky(self: ObjectStorage, src: Path, url: str, **kwargs: Any) -> Any:
         if url.endswith(".pth") and "/models/" in url:
             calls.append(url)
             if len(calls) == 1:
                 raise StorageError("503 Service Unavailable")
-        real_upload(self, src, url)
+        return real_upload(self, src, url, **kwargs)
 
     monkeypatch.setattr(ObjectStorage, "upload", flaky)
     project = seed_project(records, str(datasets.shapes()))
@@ -364,7 +364,11 @@ def test_upload_failing_every_time_fails_the_run(
 ) -> None:
     from training_agent.core.errors import StorageError
 
-    def broken(self: ObjectStorage, src: Path, url: str) -> None:
+    real_upload = ObjectStorage.upload
+
+    def broken(self: ObjectStorage, src: Path, url: str, **kwargs: Any) -> Any:
+        if "/checkpoints/" in url:  # only the model's upload is refused
+            return real_upload(self, src, url, **kwargs)
         raise StorageError("403 Forbidden")
 
     monkeypatch.setattr(ObjectStorage, "upload", broken)

@@ -89,3 +89,5 @@ def test_killed_trainer_resumes_from_its_checkpoint(
     assert [h["epoch"] for h in model.metadata["history"]] == list(range(1, EPOCHS + 1))
     assert model.metadata["epochs_run"] == EPOCHS
     assert not checkpoint.exists()  # removed once the model is recorded
+    assert not (tmp_path / "data" / "bucket" / "checkpoints").exists()  # and no empty folders left
+    assert model.metadata["attempt"] == 2 and model.metadata["run_id"] == run_id

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     trainer_termination_grace_seconds: int = Field(default=120, ge=1)
     trainer_queue_name: str | None = None
     controller_resync_seconds: float = Field(default=30.0, gt=0)
+    # A trainer pod Pending this long with an unschedulable reason fails its run (a Job suspended by Kueue
+    # is queued, not stuck, and never times out here).
+    trainer_pending_timeout_seconds: int = Field(default=15 * 60, ge=1)
+
+    # Leases: a trainer heart-beats into its run record; a run whose heartbeat is older than this is reaped
+    # (failed, its leftovers removed) by the API server or the controller.
+    run_lease_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -179,6 +186,11 @@ class Settings(BaseSettings):
                 value = json.dumps(value)  # how pydantic-settings reads complex values back
             env[env_name(field)] = str(value)
         return env
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a trainer renews its lease: several times per lease, so one slow write is no loss."""
+        return max(min(self.run_lease_seconds / 4, 15.0), 0.2)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -23,6 +23,7 @@ class StopSignal:
     def __init__(self) -> None:
         self.requested = False
         self._deferred = False
+        self._ignored = False
 
     def install(self) -> None:
         """Handle SIGTERM in this (the main) thread."""
@@ -36,7 +37,24 @@ class StopSignal:
         logger.warning("SIGTERM: finishing this step, then checkpointing and stopping")
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self._ignored:
+            logger.info("SIGTERM after the run recorded its result: finishing the clean-up, then exiting")
+            return
         self.request()
+
+    def request_soon(self) -> None:
+        """Ask for a stop from another thread: the training loop and the next stage boundary honour it."""
+        self.requested = True
+
+    def check(self) -> None:
+        """At a stage boundary: stop now if a stop was asked for."""
+        if self.requested and not self._ignored:
+            raise Interrupted("Stopped on request between two steps")
+
+    def ignore(self) -> None:
+        """The run's outcome is recorded: a late SIGTERM (a server shutting down) must not interrupt the
+        clean-up and must not be logged as an interruption."""
+        self._ignored = True
 
     @contextmanager
     def deferred(self) -> Iterator[None]:

@@ -7,9 +7,18 @@ from pathlib import Path
 from training_agent.core.settings import Settings
 from training_agent.core.storage import local
 from training_agent.core.storage.gcs import GcsBackend, make_client
-from training_agent.core.storage.urls import GcsURL, join_url, parse_gcs_url, parse_url
+from training_agent.core.storage.objects import ObjectInfo, PreconditionFailedError, owner_metadata
+from training_agent.core.storage.urls import GcsURL, LocalURL, join_url, parse_gcs_url, parse_url
 
-__all__ = ["ObjectStorage", "join_url", "parse_gcs_url", "parse_url"]
+__all__ = [
+    "ObjectInfo",
+    "ObjectStorage",
+    "PreconditionFailedError",
+    "join_url",
+    "owner_metadata",
+    "parse_gcs_url",
+    "parse_url",
+]
 
 
 class ObjectStorage:
@@ -38,12 +47,37 @@ class ObjectStorage:
         else:
             local.download(parsed.path, dest)
 
-    def upload(self, src: Path, url: str) -> None:
+    def upload(
+        self,
+        src: Path,
+        url: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo:
+        """Write `src` as `url` with custom `metadata`; `if_generation_match=0` only creates, another
+        generation only replaces that one (PreconditionFailedError otherwise). Returns what was written."""
         parsed = parse_url(url)
         if isinstance(parsed, GcsURL):
-            self.gcs.upload(src, parsed)
-        else:
-            local.upload(src, parsed.path)
+            return self.gcs.upload(src, parsed, metadata=metadata, if_generation_match=if_generation_match)
+        return local.upload(src, parsed.path, metadata=metadata, if_generation_match=if_generation_match)
+
+    def stat(self, url: str) -> ObjectInfo | None:
+        """The object's generation, size and metadata, or None when it does not exist."""
+        parsed = parse_url(url)
+        if isinstance(parsed, GcsURL):
+            return self.gcs.stat(parsed)
+        return local.stat(parsed.path)
+
+    def list(self, prefix_url: str) -> list[str]:
+        """The URLs of every object whose URL starts with `prefix_url` (end it with '/' for a folder)."""
+        if prefix_url.startswith("gs://"):
+            bucket, _, prefix = prefix_url[len("gs://") :].partition("/")
+            return [f"gs://{bucket}/{name}" for name in self.gcs.list(bucket, prefix)]
+        parsed = parse_url(prefix_url.rstrip("/"))
+        assert isinstance(parsed, LocalURL)
+        prefix = str(parsed.path) + ("/" if prefix_url.endswith("/") else "")
+        return [path.as_uri() for path in local.list_prefix(prefix)]
 
     def exists(self, url: str) -> bool:
         parsed = parse_url(url)
@@ -51,9 +85,11 @@ class ObjectStorage:
             return self.gcs.exists(parsed)
         return local.exists(parsed.path)
 
-    def delete(self, url: str) -> None:
+    def delete(self, url: str, *, if_generation_match: int | None = None) -> None:
+        """Remove the object (already gone is fine); with `if_generation_match`, only that generation."""
         parsed = parse_url(url)
         if isinstance(parsed, GcsURL):
-            self.gcs.delete(parsed)
+            self.gcs.delete(parsed, if_generation_match=if_generation_match)
         else:
-            local.delete(parsed.path)
+            root = self.settings.resolved_local_bucket_dir.resolve()
+            local.delete(parsed.path, if_generation_match=if_generation_match, root=root)

@@ -19,6 +19,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from training_agent.core.errors import ObjectNotFoundError, StorageError
+from training_agent.core.storage.objects import ObjectInfo, PreconditionFailedError
 from training_agent.core.storage.urls import GcsURL
 
 T = TypeVar("T")
@@ -52,6 +53,10 @@ class GcsBackend:
     def _call(self, url: GcsURL, what: str, action: Callable[[], T]) -> T:
         try:
             return action()
+        except gexc.PreconditionFailed as exc:
+            raise PreconditionFailedError(
+                f"Cannot {what} {url}: it changed meanwhile ({exc.message})"
+            ) from exc
         except gexc.NotFound as exc:
             raise ObjectNotFoundError(f"{url} does not exist (no such object or bucket)") from exc
         except gexc.Forbidden as exc:
@@ -64,16 +69,51 @@ class GcsBackend:
     def download(self, url: GcsURL, dest: Path) -> None:
         self._call(url, "download", lambda: self._blob(url).download_to_filename(str(dest)))
 
-    def upload(self, src: Path, url: GcsURL) -> None:
-        # A GCS object appears whole or not at all, so no temporary name is needed.
-        self._call(url, "upload to", lambda: self._blob(url).upload_from_filename(str(src)))
+    def upload(
+        self,
+        src: Path,
+        url: GcsURL,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo:
+        """Upload `src` as `url` (a GCS object appears whole or not at all, so no temporary name is
+        needed); `if_generation_match=0` creates only, another number replaces only that generation."""
+        blob = self._blob(url)
+        if metadata:
+            blob.metadata = metadata
+
+        def put() -> None:
+            blob.upload_from_filename(str(src), if_generation_match=if_generation_match)
+
+        self._call(url, "upload to", put)
+        return ObjectInfo(
+            generation=int(blob.generation or 0),
+            size=int(blob.size or src.stat().st_size),
+            metadata=dict(blob.metadata or metadata or {}),
+        )
+
+    def stat(self, url: GcsURL) -> ObjectInfo | None:
+        blob = self._call(url, "read", lambda: self.client.bucket(url.bucket).get_blob(url.blob))
+        if blob is None:
+            return None
+        return ObjectInfo(
+            generation=int(blob.generation or 0), size=int(blob.size or 0), metadata=dict(blob.metadata or {})
+        )
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        """The names of the objects under `prefix`."""
+        where = GcsURL(bucket, prefix)
+        return sorted(
+            self._call(where, "list", lambda: [b.name for b in self.client.list_blobs(bucket, prefix=prefix)])
+        )
 
     def exists(self, url: GcsURL) -> bool:
         return bool(self._call(url, "check", lambda: self._blob(url).exists()))
 
-    def delete(self, url: GcsURL) -> None:
+    def delete(self, url: GcsURL, *, if_generation_match: int | None = None) -> None:
         with contextlib.suppress(ObjectNotFoundError):  # already gone is what we wanted
-            self._call(url, "delete", lambda: self._blob(url).delete())
+            self._call(url, "delete", lambda: self._blob(url).delete(if_generation_match=if_generation_match))
 
     def ping(self, bucket: str) -> None:
         self._call(GcsURL(bucket, ""), "reach the bucket", lambda: self.client.get_bucket(bucket))

@@ -1,0 +1,206 @@
+"""The stages that hand the model on: publish (save + upload, under a name no other project holds) →
+verify (the uploaded object reloads and agrees) → record (a `models` row, then `pending_evaluation`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+import torchvision
+
+from training_agent import __version__
+from training_agent.core.errors import EXIT_OK, Interrupted
+from training_agent.core.files import atomic_write
+from training_agent.core.lease import run_id_of
+from training_agent.core.records import NewModel, Project, ProjectStatus
+from training_agent.trainer.checkpoint import save_state_dict
+from training_agent.trainer.config import TrainingConfig
+from training_agent.trainer.data import IMAGENET_MEAN, IMAGENET_STD, Loader
+from training_agent.trainer.dataset_checks import DatasetLayout
+from training_agent.trainer.engine import Fitter
+from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.publish import (
+    choose_model_key,
+    sidecar_key,
+    upload_verified,
+    write_precondition,
+)
+from training_agent.trainer.result import RunResult
+from training_agent.trainer.stages import RunContext
+from training_agent.trainer.verify import smoke_check
+
+
+def metrics(
+    fitter: Fitter,
+    history: list[dict[str, Any]],
+    report: dict[str, Any],
+    test_loss: float,
+    training_seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    progress = fitter.progress
+    best = next(r for r in history if r["epoch"] == progress.best_epoch)
+    train_seconds = sum(r["seconds"] for r in history)
+    train_images = fitter.loaders["train"].sampler.n * len(history)
+    return {
+        "history": history,
+        "best_epoch": progress.best_epoch,
+        "epochs_run": len(history),
+        "stopped_early": progress.stopped_early,
+        "val_accuracy": best["val_accuracy"],
+        "val_loss": best["val_loss"],
+        "test_accuracy": report["accuracy"],
+        "test_loss": round(test_loss, 6),
+        "test_macro_f1": report["macro_f1"],
+        "test_metrics": report,
+        "images_per_second": round(train_images / train_seconds, 2) if train_seconds else 0.0,
+        "training_seconds": round(training_seconds, 3),
+        "seed": seed,
+        "precision": "bf16" if fitter.options.bf16 else "fp32",
+    }
+
+
+def model_metadata(
+    ctx: RunContext,
+    config: TrainingConfig,
+    layout: DatasetLayout,
+    run_metrics: dict[str, Any],
+    device: torch.device,
+    attempt: int,
+) -> dict[str, Any]:
+    """The models row's metadata, also written to the JSON sidecar beside the weights."""
+    return {
+        "architecture": config.preferred_model,
+        "num_classes": len(layout.classes),
+        "class_to_idx": layout.class_to_idx,
+        "image_size": config.image_size,
+        "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "preprocessing": f"RGB, resized to {config.image_size}x{config.image_size} (bilinear), "
+        "scaled to [0, 1], normalised with mean/std",
+        "epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "pretrained": config.pretrained or config.weights_url is not None,
+        "optimizer": "adam",
+        "loss": "cross_entropy",
+        "training_options": config.model_dump(mode="json", exclude={"preferred_model", "weights_url"}),
+        **run_metrics,
+        "device": device.type,
+        "dataset": layout.summary(),
+        "run_id": ctx.run_id,
+        "attempt": attempt,
+        "versions": {
+            "training_agent": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+        },
+    }
+
+
+def publish(
+    ctx: RunContext, project: Project, model: torch.nn.Module, metadata: dict[str, Any], retry_delay_s: float
+) -> tuple[str, str]:
+    """Save and upload the weights, then the JSON sidecar beside them; returns both URLs."""
+    ctx.enter("save")
+    work = ctx.owner.work_dir
+    weights = save_state_dict(model, work / "model.pth")
+    ctx.enter("upload")
+    key, precondition = choose_model_key(ctx.storage, project.name, ctx.project_id)
+    url = ctx.storage.model_url(key)
+    attempts = upload_verified(
+        ctx.owner,
+        weights,
+        url,
+        if_generation_match=precondition,
+        attempts=ctx.settings.upload_attempts,
+        retry_delay_s=retry_delay_s,
+    )
+    ctx.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
+    sidecar_url = ctx.storage.model_url(sidecar_key(key))
+    sidecar = {"format_version": 1, "model_url": url, **metadata}
+    document = atomic_write(work / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2)))
+    upload_verified(
+        ctx.owner,
+        document,
+        sidecar_url,
+        # The sidecar follows its model's name: free, or this project's, or (an older version's file of
+        # unknown owner beside our model) left alone by a refused create.
+        if_generation_match=write_precondition(ctx.storage, sidecar_url, ctx.project_id) or 0,
+        attempts=ctx.settings.upload_attempts,
+        retry_delay_s=retry_delay_s,
+    )
+    return url, sidecar_url
+
+
+def verify(
+    ctx: RunContext,
+    url: str,
+    model: torch.nn.Module,
+    config: TrainingConfig,
+    layout: DatasetLayout,
+    test_loader: Loader,
+    preprocess: Preprocess,
+) -> None:
+    """What the evaluation agent will read: the object in the bucket, not the local file, must reload."""
+    ctx.enter("verify")
+    # A stop (cancel, preemption) during the check must read as a stop, not as a broken model.
+    with ctx.stop.deferred():
+        copy = ctx.owner.work_dir / "verify.pth"
+        ctx.storage.download(url, copy)
+        test_loader.sampler.set_epoch(1)
+        images, _targets = next(iter(test_loader))
+        agreement = smoke_check(
+            copy, config.preferred_model, len(layout.classes), model, preprocess(images, train=False)
+        )
+    if ctx.stop.requested:
+        raise Interrupted("Stopped during the verify step")
+    ctx.log.info(
+        f"Smoke check passed: the uploaded file reloads and agrees on {agreement:.0%} of a test batch",
+        agreement=agreement,
+    )
+
+
+def record(
+    ctx: RunContext, project: Project, url: str, sidecar_url: str, metadata: dict[str, Any]
+) -> RunResult:
+    """A `models` row, then `training` → `pending_evaluation`; the run's checkpoint goes."""
+    ctx.enter("record")
+    current = ctx.records.get_project(ctx.project_id)
+    if current is None or current.status != ProjectStatus.TRAINING.value or run_id_of(current) != ctx.run_id:
+        # Cancelled or reaped meanwhile: nobody wants this model any more; the failure path removes it.
+        raise Interrupted("The run was cancelled or taken over before its model was recorded")
+    metadata = {**metadata, "sidecar_url": sidecar_url}
+    row = NewModel(project_id=ctx.project_id, name=f"{project.name}_model", gcs_url=url, metadata=metadata)
+    model_row = ctx.records.insert_model(row)
+    ctx.owner.keep(url, sidecar_url)  # the row points at them now
+    ctx.stop.ignore()  # recorded: a late SIGTERM must not undo or misreport it
+    if ctx.checkpoints is not None:
+        ctx.checkpoints.delete()
+    moved = ctx.records.transition_project(
+        ctx.project_id,
+        from_status=ProjectStatus.TRAINING.value,
+        to_status=ProjectStatus.PENDING_EVALUATION.value,
+    )
+    if moved is None:
+        current = ctx.records.get_project(ctx.project_id)
+        ctx.log.warning(
+            "Model recorded, but the project was no longer in 'training'; its status was left as is",
+            status=current.status if current else None,
+        )
+    ctx.log.info(
+        "Training completed; model ready for evaluation",
+        model_id=str(model_row.id),
+        model_url=url,
+        val_accuracy=metadata["val_accuracy"],
+        test_accuracy=metadata["test_accuracy"],
+    )
+    final = moved or ctx.records.get_project(ctx.project_id)
+    return RunResult(
+        project_id=ctx.project_id,
+        succeeded=True,
+        status=final.status if final else None,
+        exit_code=EXIT_OK,
+        model_url=url,
+        metrics=metadata,
+    )

@@ -1,0 +1,270 @@
+"""The stages of a run between its claim and its publication: fetch → gate → build → prepare → fit →
+evaluate. Each takes what it needs in its signature and the run's context; each step's name is what logs
+and errors say (`ctx.enter`). None of them writes outside the run's folder: objects go through the owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import torch
+
+from training_agent.core.errors import ConfigurationError, InvalidInputError
+from training_agent.core.logs import AgentLog
+from training_agent.core.records import Project, RecordsStore
+from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
+from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
+from training_agent.trainer.config import TrainingConfig
+from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
+from training_agent.trainer.dataset_checks import DatasetLayout, find_root, inspect_dataset
+from training_agent.trainer.engine import FitOptions, Fitter, evaluate
+from training_agent.trainer.fetch import download_dataset, extract_zip
+from training_agent.trainer.identity import dataset_identity, run_identity
+from training_agent.trainer.interrupt import StopSignal
+from training_agent.trainer.metrics import classification_report, confusion_matrix
+from training_agent.trainer.model import build_model, check_model_name
+from training_agent.trainer.owner import RunOwner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every stage shares: the stores, the run's owner of side effects, its log and its stop flag."""
+
+    project_id: UUID
+    run_id: str
+    settings: Settings
+    records: RecordsStore
+    storage: ObjectStorage
+    log: AgentLog
+    owner: RunOwner
+    stop: StopSignal
+    step: str = "load_project"
+    checkpoints: Checkpoints | None = field(default=None)
+
+    def enter(self, step: str) -> None:
+        """Begin `step`; a stop asked for from another thread (the lease was lost) is honoured here."""
+        self.stop.check()
+        self.step = step
+        logger.debug("step %s", step)
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError("TRAINING_AGENT_DEVICE=cuda, but no CUDA device is available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+# -- load ---------------------------------------------------------------------------------------------------
+def load_config(ctx: RunContext, project: Project) -> tuple[TrainingConfig, str]:
+    """The project's dataset URL and training options."""
+    ctx.enter("load_dataset")
+    dataset = ctx.records.latest_dataset(ctx.project_id)
+    if dataset is None or not dataset.gcs_url:
+        raise InvalidInputError(
+            f"Project {ctx.project_id} has no dataset row with a gcs_url; the dataset agent must "
+            "register the zipped dataset first"
+        )
+    ctx.enter("validate_config")
+    config = TrainingConfig.from_metadata(project.metadata)
+    check_model_name(config.preferred_model)
+    return config, dataset.gcs_url
+
+
+# -- fetch and gate -----------------------------------------------------------------------------------------
+def fetch(ctx: RunContext, url: str) -> dict[str, Any]:
+    """Download and unpack the dataset into the run's folder; returns the dataset object's identity."""
+    ctx.enter("download")
+    identity = dataset_identity(ctx.storage, url)
+    archive = download_dataset(ctx.storage, url, ctx.owner.work_dir)
+    ctx.log.info("Dataset downloaded", url=url, bytes=archive.stat().st_size)
+    ctx.enter("extract")
+    extract_zip(
+        archive,
+        ctx.owner.work_dir / "data",
+        max_bytes=ctx.settings.max_dataset_bytes,
+        max_files=ctx.settings.max_dataset_files,
+    )
+    archive.unlink()
+    return identity
+
+
+def gate(ctx: RunContext) -> DatasetLayout:
+    """Splits, classes and readable images, or a clear refusal."""
+    ctx.enter("validate_dataset")
+    layout = inspect_dataset(
+        find_root(ctx.owner.work_dir / "data"), max_bad_fraction=ctx.settings.max_bad_image_fraction
+    )
+    summary = layout.summary()
+    ctx.log.info(
+        f"Dataset structure: {summary['num_classes']} classes, "
+        + ", ".join(f"{split} {n} images" for split, n in summary["images"].items()),
+        **summary,
+    )
+    if layout.skipped:
+        ctx.log.warning(
+            f"Skipped {len(layout.skipped)} files that are not readable images",
+            skipped=[{"path": p, "reason": why} for p, why in layout.skipped[:100]],
+        )
+    return layout
+
+
+# -- build --------------------------------------------------------------------------------------------------
+def open_checkpoints(
+    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, dataset: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Find this run's checkpoint; returns its state when this run may resume from it, and says so."""
+    if not ctx.settings.checkpoints:
+        return None
+    identity = run_identity(ctx.project_id, ctx.run_id, dataset, config, layout.class_to_idx)
+    url = ctx.storage.model_url(checkpoint_key(ctx.project_id, ctx.run_id))
+    ctx.checkpoints = Checkpoints(ctx.owner, url, identity)
+    return ctx.checkpoints.load()
+
+
+def build(
+    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, device: torch.device, seed: int
+) -> torch.nn.Module:
+    weights_file = None
+    if config.weights_url:
+        weights_file = ctx.owner.work_dir / "weights.pth"
+        ctx.storage.download(config.weights_url, weights_file)
+    torch.manual_seed(seed)  # the new head's initial weights
+    model = build_model(
+        config.preferred_model, len(layout.classes), pretrained=config.pretrained, weights_file=weights_file
+    ).to(device)
+    if ctx.settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    return model
+
+
+# -- prepare ------------------------------------------------------------------------------------------------
+def prepare(
+    ctx: RunContext, layout: DatasetLayout, config: TrainingConfig, device: torch.device, seed: int
+) -> dict[str, Loader]:
+    ctx.enter("prepare_data")
+    started = time.perf_counter()
+    options = LoaderOptions(
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        seed=seed,
+        workers=ctx.settings.resolved_num_workers,
+        pin=device.type == "cuda",
+        cache=ctx.settings.data_cache,
+        cache_max_bytes=ctx.settings.data_cache_max_bytes,
+        cache_dir=ctx.owner.work_dir,
+    )
+    loaders = make_loaders(layout.samples, options)
+    seconds = time.perf_counter() - started
+    cached = [split for split, loader in loaders.items() if loader.cached]
+    streamed = [split for split in loaders if split not in cached]
+    ctx.log.info(
+        f"Data ready in {seconds:.1f} s: "
+        + (f"{', '.join(cached)} decoded once into the {options.cache} cache" if cached else "no cache")
+        + (f"; {', '.join(streamed)} streamed" if streamed else ""),
+        cached_splits=cached,
+        cache=options.cache,
+        seconds=round(seconds, 3),
+        workers=options.workers,
+    )
+    return loaders
+
+
+# -- fit ----------------------------------------------------------------------------------------------------
+def fit_options(config: TrainingConfig, layout: DatasetLayout, settings: Settings, bf16: bool) -> FitOptions:
+    class_weights = None
+    if config.class_weighted_loss:
+        counts = [0] * len(layout.classes)
+        for _path, target in layout.samples["train"]:
+            counts[target] += 1
+        total = sum(counts)
+        # Inverse frequency, scaled so that a balanced dataset gets weight 1 everywhere.
+        class_weights = tuple(total / (len(counts) * max(c, 1)) for c in counts)
+    return FitOptions(
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        log_every=settings.log_every_steps,
+        lr_schedule=config.lr_schedule,
+        lr_step_size=config.resolved_lr_step_size,
+        lr_gamma=config.lr_gamma,
+        label_smoothing=config.label_smoothing,
+        class_weights=class_weights,
+        patience=config.early_stopping_patience,
+        bf16=bf16,
+        compile=settings.compile,
+    )
+
+
+def resume(ctx: RunContext, fitter: Fitter, state: dict[str, Any]) -> None:
+    fitter.load_state_dict(state["fitter"])
+    progress = fitter.progress
+    ctx.log.info(
+        f"Resuming from the checkpoint at epoch {progress.epoch}, batch {progress.batches_done} "
+        f"({len(progress.history)} epochs done)",
+        checkpoint_url=ctx.checkpoints.url if ctx.checkpoints else None,
+        epoch=progress.epoch,
+        batches_done=progress.batches_done,
+        epochs_done=len(progress.history),
+        resumed=True,
+    )
+
+
+def fit(ctx: RunContext, fitter: Fitter, config: TrainingConfig, seed: int) -> list[dict[str, Any]]:
+    ctx.enter("train")
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        ctx.log.info(
+            f"Epoch {record['epoch']}/{config.epochs}: train_loss={record['train_loss']:.4f} "
+            f"val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f} "
+            f"{record['images_per_s']:.1f} img/s",
+            **record,
+            total_epochs=config.epochs,
+        )
+
+    def checkpoint() -> None:
+        if ctx.checkpoints is not None:
+            ctx.checkpoints.save({"seed": seed, "fitter": fitter.state_dict()})
+
+    with ctx.stop.deferred():
+        history = fitter.fit(on_epoch, checkpoint, lambda: ctx.stop.requested)
+    if fitter.progress.stopped_early:
+        ctx.log.info(
+            f"Stopped early after epoch {len(history)}: no val accuracy gain for "
+            f"{config.early_stopping_patience} epochs; keeping epoch {fitter.progress.best_epoch}",
+            best_epoch=fitter.progress.best_epoch,
+        )
+    return history
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------
+def evaluate_on_test(ctx: RunContext, fitter: Fitter, layout: DatasetLayout) -> tuple[dict[str, Any], float]:
+    """The best weights on the test split: accuracy, macro F1, per-class metrics, confusion matrix."""
+    ctx.enter("evaluate")
+    result = evaluate(
+        fitter.forward,
+        fitter.model,
+        fitter.loaders["test"],
+        fitter.preprocess,
+        fitter.eval_criterion,
+        bf16=fitter.options.bf16,
+    )
+    report = classification_report(
+        confusion_matrix(result.targets, result.predictions, len(layout.classes)), layout.classes
+    )
+    ctx.log.info(
+        f"Test accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}",
+        test_loss=round(result.loss, 6),
+        test_accuracy=report["accuracy"],
+        test_macro_f1=report["macro_f1"],
+    )
+    return report, result.loss

@@ -178,8 +178,11 @@ def test_shutdown_does_not_interrupt_a_trainer_that_recorded_its_result(
 ) -> None:
     settings = make_settings(tmp_path, max_concurrent_runs=2)
     records = SQLiteRecords(settings.resolved_database_path)
-    fake_trainers.script = "import time; time.sleep(1.5)"  # then exits 0, unless a signal ends it first
     finished, training = seed_project(records, "gs://b/d.zip"), seed_project(records, "gs://b/d.zip")
+    # `finished`'s trainer exits 0 after 1.5 s, unless a signal ends it first; the other one runs on.
+    fake_trainers.script = (
+        f"import sys, time; time.sleep(1.5 if sys.argv[-1] == {str(finished.id)!r} else 60)"
+    )
     with TestClient(create_app(settings, records=records)) as client:
         for project in (finished, training):
             assert (

@@ -32,6 +32,15 @@ _TERMINAL_PHASES = {
 _DEFAULT_EPOCHS = 10
 
 
+def _ended_phase(project: Project) -> RunPhase | None:
+    """How the project's run ended, as the records tell it (None while it has not)."""
+    phase = _TERMINAL_PHASES.get(project.status)
+    error = project.metadata.get("error")
+    if phase == RunPhase.FAILED and isinstance(error, dict) and error.get("type") == CANCELLED_ERROR_TYPE:
+        return RunPhase.CANCELLED
+    return phase
+
+
 def status_url(project_id: UUID) -> str:
     return f"/agents/training/status/{project_id}"
 
@@ -126,14 +135,10 @@ def _run_from_records(project: Project) -> RunInfo | None:
     run = run_of(project)
     if not run:
         return None
-    phase = {
+    phase = _ended_phase(project) or {
         ProjectStatus.TRAINING.value: RunPhase.RUNNING,
-        ProjectStatus.FAILED.value: RunPhase.FAILED,
         ProjectStatus.PENDING_TRAINING.value: RunPhase.PENDING,
     }.get(project.status, RunPhase.SUCCEEDED)
-    error = project.metadata.get("error")
-    if phase == RunPhase.FAILED and isinstance(error, dict) and error.get("type") == CANCELLED_ERROR_TYPE:
-        phase = RunPhase.CANCELLED
     return RunInfo(
         name=str(run.get("name") or run_name(project.id)),
         executor=str(run.get("executor") or "unknown"),
@@ -148,7 +153,7 @@ def training_status(
     """Requirement 9.2: status, run phase, progress, model URL or error, and the latest logs."""
     project = _project(records, project_id)
     run = executor.describe(project_id) or _run_from_records(project)
-    terminal = _TERMINAL_PHASES.get(project.status)
+    terminal = _ended_phase(project)
     if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):
         # The trainer has reported its outcome and its process is still exiting: the records are ahead.
         run = run.model_copy(update={"phase": terminal})

@@ -214,6 +214,31 @@ def test_serve_reports_a_failed_start_up_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.splitlines()[-1].startswith("training-agent: Cannot open the SQLite records file")
 
 
+def test_serve_stopped_by_sigterm_exits_0(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "training_agent", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env={**os.environ, "TRAINING_AGENT_DATA_DIR": str(tmp_path / "data")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        seen = []
+        for line in server.stderr:  # ends at EOF if the server exits; the test's timeout bounds a hang
+            seen.append(line)
+            if "Application startup complete" in line:
+                break
+        assert "Application startup complete" in seen[-1], "".join(seen)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
+
+
 def _main_raising(
     tmp_path: Path, error: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

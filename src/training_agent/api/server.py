@@ -4,11 +4,13 @@ demo, which then talks to it over real HTTP like the MCP server would."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -50,6 +52,14 @@ class _KeepStartupError:
             raise
 
 
+class _Stopped(Exception):
+    """SIGTERM, re-raised by uvicorn once it has shut down gracefully."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the app starts. uvicorn binds only after the app's start-up, and
     that start-up settles the runs it finds in `training`: on a busy port, perhaps those of the server still
@@ -74,13 +84,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # log_config=None: keep the process's logging set-up (LOG_LEVEL, one format) for uvicorn too.
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=True))
     logger.info("Listening on http://%s:%d; starting the app", host, sock.getsockname()[1])
+    # uvicorn handles SIGINT and SIGTERM itself, then raises the signal again for the handler it found: here
+    # one that ends `server.run`, so that a server stopped as asked exits 0 rather than dying by the signal.
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it stopped on; stopping is what was asked
+    except (KeyboardInterrupt, _Stopped):
         pass
     except SystemExit:  # uvicorn's "startup failed" exits 3, which this project's commands keep for bad input
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
     if app.error is not None:
         raise app.error

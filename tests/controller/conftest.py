@@ -21,6 +21,7 @@ from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.core.settings import Settings
 
 NAMESPACE = "ml"
+JOBS = "batch/v1/jobs"
 
 
 @pytest.fixture
@@ -90,3 +91,13 @@ async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str 
             pass
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def job_gone(cluster: kmock.KubernetesEmulator, name: str) -> bool:
+    """The run's Job was deleted, or never made. (`key in cluster.objects` is always False in kmock: it
+    compares resource objects, not strings.)"""
+    try:
+        stored = cluster.objects[JOBS, NAMESPACE, name]
+    except KeyError:
+        return True
+    return bool(stored.deleted)

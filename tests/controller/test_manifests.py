@@ -9,7 +9,7 @@ from uuid import UUID
 import pytest
 
 from training_agent.controller.manifests import build_job
-from training_agent.controller.status import derive
+from training_agent.controller.status import derive, lease_lapsed
 from training_agent.core.runs import RunPhase
 from training_agent.core.trainingrun import TrainingRunSpec
 
@@ -126,6 +126,13 @@ def pod(
 
 
 JOB: dict[str, Any] = {"spec": {}, "status": {}}
+PENDING_TIMEOUT_S = 900
+
+
+def unschedulable(age_s: float, reason: str = "Unschedulable") -> dict[str, Any]:
+    condition = {"type": "PodScheduled", "status": "False", "reason": reason, "message": "Insufficient gpu"}
+    return pod(age_s=age_s, conditions=[condition])
+
 
 CASES: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]], bool, RunPhase, str]] = {
     "no job yet": (None, [], False, RunPhase.PENDING, "JobNotCreated"),
@@ -149,6 +156,27 @@ CASES: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]], bool, RunPha
         False,
         RunPhase.QUEUED,
         "Unschedulable",
+    ),
+    "unschedulable past the pending timeout": (
+        JOB,
+        [unschedulable(age_s=PENDING_TIMEOUT_S + 1)],
+        False,
+        RunPhase.FAILED,
+        "Unschedulable",
+    ),
+    "scheduling gated past the pending timeout (a queue, not a fault)": (
+        JOB,
+        [unschedulable(age_s=PENDING_TIMEOUT_S * 10, reason="SchedulingGated")],
+        False,
+        RunPhase.QUEUED,
+        "SchedulingGated",
+    ),
+    "suspended (kueue) with an old unschedulable pod": (
+        {"spec": {"suspend": True}, "status": {}},
+        [unschedulable(age_s=PENDING_TIMEOUT_S * 10)],
+        False,
+        RunPhase.QUEUED,
+        "Suspended",
     ),
     "image pull, in grace": (
         JOB,
@@ -241,5 +269,51 @@ CASES: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]], bool, RunPha
 @pytest.mark.parametrize("case", list(CASES), ids=lambda c: c.replace(" ", "-"))
 def test_derive(case: str) -> None:
     job, pods, existed, phase, reason = CASES[case]
-    observed = derive(job, pods, now=NOW, image_pull_grace_s=300, job_was_created=existed)
+    observed = derive(
+        job,
+        pods,
+        now=NOW,
+        image_pull_grace_s=300,
+        pending_timeout_s=PENDING_TIMEOUT_S,
+        job_was_created=existed,
+    )
     assert (observed.phase, observed.reason) == (phase, reason)
+
+
+def test_unschedulable_failure_keeps_the_schedulers_message() -> None:
+    observed = derive(
+        JOB, [unschedulable(age_s=1000)], now=NOW, image_pull_grace_s=300, pending_timeout_s=900
+    )
+    assert observed.message.startswith("Insufficient gpu")
+    assert "900 s" in observed.message
+    # Without a timeout an unschedulable pod queues for ever.
+    forever = derive(JOB, [unschedulable(age_s=10**6)], now=NOW, image_pull_grace_s=300)
+    assert forever.phase == RunPhase.QUEUED
+
+
+def running_pod(started_s_ago: float) -> dict[str, Any]:
+    state = {"running": {"startedAt": (NOW - timedelta(seconds=started_s_ago)).isoformat()}}
+    return {"status": {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": state}]}}
+
+
+def beat(seconds_ago: float | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"run_id": "a" * 32, "accepted_at": (NOW - timedelta(hours=1)).isoformat()}
+    if seconds_ago is not None:
+        record["heartbeat_at"] = (NOW - timedelta(seconds=seconds_ago)).isoformat()
+    return record
+
+
+LEASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], bool]] = {
+    "fresh heartbeat": (beat(5), [running_pod(3600)], False),
+    "stale heartbeat": (beat(61), [running_pod(3600)], True),
+    "never beat (the pod is starting)": (beat(None), [running_pod(3600)], False),
+    "stale beat of a preempted pod, its successor just started": (beat(600), [running_pod(10)], False),
+    "stale beat, the successor started a lease ago and never beat": (beat(600), [running_pod(61)], True),
+    "stale heartbeat, no pod seen": (beat(61), [], True),
+}
+
+
+@pytest.mark.parametrize("case", list(LEASES), ids=lambda c: c.replace(" ", "-"))
+def test_lease_lapsed(case: str) -> None:
+    record, pods, lapsed = LEASES[case]
+    assert lease_lapsed(record, pods, now=NOW, lease_s=60) is lapsed

@@ -10,14 +10,13 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import seed_project
-from tests.controller.conftest import NAMESPACE, eventually
+from tests.controller.conftest import JOBS, NAMESPACE, eventually, job_gone
 from training_agent.api.executors.kubernetes import spec_for
 from training_agent.core.kube import TrainingRuns
 from training_agent.core.records import NewModel, Project, RecordsStore
 from training_agent.core.settings import Settings
 from training_agent.core.trainingrun import trainingrun_manifest
 
-JOBS = "batch/v1/jobs"
 RUNS = "automl.dev/v1alpha1/trainingruns"
 
 
@@ -349,12 +348,7 @@ async def test_deleting_the_run_cancels(
         lambda: (p := k8s_records.get_project(project.id)) and p.status == "failed" and p
     )
     assert stored.metadata["error"]["message"] == "Cancelled: The TrainingRun was deleted"
-    await eventually(
-        lambda: (
-            (JOBS, NAMESPACE, name) not in cluster.objects or cluster.objects[JOBS, NAMESPACE, name].deleted
-        ),
-        what="the Job deleted",
-    )
+    await eventually(lambda: job_gone(cluster, name), what="the Job deleted")
 
 
 async def test_liveness_probe(

@@ -62,7 +62,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, resync_
     def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         reconciler.reconcile(str(namespace), labels[LABEL_RUN], _post_event)
 
-    # Level-triggered safety net: image-pull grace periods expire and progress moves without any event.
+    # Level-triggered safety net: image-pull grace periods, pending timeouts and trainers' leases expire, and
+    # progress moves, without any Kubernetes event.
     @kopf.timer(*RUNS, interval=resync_seconds, registry=registry)
     def resync(namespace: str | None, name: str, **_: Any) -> None:
         reconciler.reconcile(str(namespace), name, _post_event)

@@ -1,5 +1,5 @@
 """The controller's work, apart from kopf: create the run's Job, and carry Job/Pod state into the run's
-status, the project's status and agent_logs.
+status, the project's status and agent_logs; reap a run whose trainer stopped renewing its lease.
 
 Level-triggered: every call reads the Job and its Pods afresh and derives the phase, so a replayed event, a
 restarted controller or a missed watch event changes nothing but what is out of date. Transitions are
@@ -21,12 +21,21 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from training_agent.controller.manifests import build_job
-from training_agent.controller.status import UNREPORTED_BY_TRAINER, Observed, derive
+from training_agent.controller.status import (
+    DELETE_JOB,
+    UNREPORTED_BY_TRAINER,
+    Observed,
+    derive,
+    lease_lapsed,
+)
 from training_agent.core.kube import TrainingRuns
+from training_agent.core.lease import fail_run, lease_message, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.runs import PROGRESS_WINDOW, RunPhase, progress_from_logs
 from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
+from training_agent.core.sweep import remove_run_leftovers
 from training_agent.core.trainingrun import LABEL_RUN, TrainingRunSpec
 
 logger = logging.getLogger(__name__)
@@ -35,6 +44,8 @@ logger = logging.getLogger(__name__)
 # operator, a list in unit tests).
 PostEvent = Callable[[dict[str, Any], str, str, str], None]
 Adopt = Callable[[dict[str, Any], dict[str, Any]], None]
+LEASE_EXPIRED = "LeaseExpired"
+FINAL_PHASES = frozenset(p.value for p in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED))
 
 
 class InvalidSpec(ValueError):
@@ -62,6 +73,7 @@ class Reconciler:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.api = api
+        self._storage: ObjectStorage | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
         self.reconciled = 0
 
@@ -69,25 +81,42 @@ class Reconciler:
         return TrainingRuns(self.api, namespace)
 
     # -- the Job ----------------------------------------------------------------------------------------
-    def ensure_job(self, run: dict[str, Any], adopt: Adopt) -> dict[str, Any]:
-        """Create the run's one Job; an existing one (409) is kept. Raises InvalidSpec for a spec that can
-        never work."""
+    def ensure_job(self, run: dict[str, Any], adopt: Adopt) -> dict[str, Any] | None:
+        """Create the run's one Job; an existing one (409) is kept, and one that existed is never made
+        again: a Job deleted on purpose (a hung trainer reaped, an image that never pulls, a pod that can
+        never be scheduled) or by someone must not come back when the handler runs again (a controller
+        restart resumes every run). Returns the Job, or None when the run had one before. Raises
+        InvalidSpec for a spec that can never work."""
         meta = run["metadata"]
         try:
             spec = TrainingRunSpec.model_validate(run.get("spec") or {})
         except pydantic.ValidationError as exc:
             raise InvalidSpec(f"Invalid TrainingRun spec: {exc}") from exc
-        job = build_job(str(meta["name"]), str(meta["namespace"]), spec)
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        job = build_job(name, namespace, spec)
         adopt(job, run)
+        # Under the run's lock and from a fresh read: the event's copy of the run can predate its status.
+        with self._locks[(namespace, name)]:
+            if self._had_job(namespace, name):
+                return None
+            try:
+                # The client takes plain dicts as well as its models.
+                created = _plain(self.api, self.batch.create_namespaced_job(namespace, job))  # type: ignore[arg-type]
+                logger.info("Created Job %s/%s", namespace, name)
+                return created
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                return job  # already there: deterministic name, so it is this run's Job
+
+    def _had_job(self, namespace: str, name: str) -> bool:
         try:
-            # The client takes plain dicts as well as its models.
-            created = _plain(self.api, self.batch.create_namespaced_job(meta["namespace"], job))  # type: ignore[arg-type]
-            logger.info("Created Job %s/%s", meta["namespace"], meta["name"])
-            return created
+            status = self._runs(namespace).get(name).get("status") or {}
         except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return job  # already there: deterministic name, so it is this run's Job
+            if exc.status == 404:
+                return True  # the run is gone: nothing to make a Job for
+            raise
+        return bool(status.get("jobName")) or status.get("phase") in FINAL_PHASES
 
     def _read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -127,18 +156,23 @@ class Reconciler:
                 return None  # being deleted: the delete handler settles it
             status: dict[str, Any] = dict(run.get("status") or {})
             stored = status.get("phase")
-            if stored in {p.value for p in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)}:
+            if stored in FINAL_PHASES:
                 return RunPhase(stored)  # final: never reopened by a late event
             job = self._read_job(namespace, name)
+            pods = self._pods(namespace, name) if job else []
+            now = _now()
             observed = derive(
                 job,
-                self._pods(namespace, name) if job else [],
-                now=_now(),
+                pods,
+                now=now,
                 image_pull_grace_s=float((run.get("spec") or {}).get("imagePullGraceSeconds", 300)),
+                pending_timeout_s=float(self.settings.trainer_pending_timeout_seconds),
                 job_was_created=bool(status.get("jobName")),
             )
-            if observed.phase == RunPhase.FAILED and observed.reason == "ImagePullBackOff":
-                self._delete_job(namespace, name)  # it would wait for its image forever
+            if observed.phase == RunPhase.RUNNING:
+                observed = self._reap(run, pods, now) or observed
+            if observed.phase == RunPhase.FAILED and observed.reason in DELETE_JOB:
+                self._delete_job(namespace, name)  # it would wait (for an image, a node, a hung trainer)
             new = self._status(run, status, observed, job)
             if new != status:
                 self._runs(namespace).patch_status(name, new)
@@ -233,6 +267,57 @@ class Reconciler:
                 f"Training run {run_name} failed: {message}", **error
             )
         return moved is not None
+
+    # -- leases ------------------------------------------------------------------------------------------
+    def _reap(self, run: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> Observed | None:
+        """The running trainer stopped renewing its lease: fail the project (only this run of it, only while
+        it is `training`), remove the run's checkpoints, and return the ending; None while the lease holds.
+
+        Also finishes a reaping that a previous controller began and could not complete (the project failed
+        by the lease, the run's status not yet): the Job is deleted on the way out either way."""
+        project_id = UUID(run["spec"]["projectId"])
+        project = self.records.get_project(project_id)
+        if project is None:
+            return None
+        record = run_of(project)
+        error = project.metadata.get("error")
+        if project.status == ProjectStatus.TRAINING.value:
+            if not lease_lapsed(record, pods, now=now, lease_s=self.settings.run_lease_seconds):
+                return None
+            message = lease_message(record)
+            if not fail_run(
+                self.records,
+                project_id,
+                message,
+                agent_name=self.settings.agent_name,
+                run_id=record.get("run_id"),
+                step="kubernetes",
+                error_type=LEASE_EXPIRED,
+            ):
+                return None  # it ended meanwhile (the trainer reported, or it is another run now)
+            logger.warning("Reaped %s: %s", run["metadata"]["name"], message)
+        elif (
+            project.status == ProjectStatus.FAILED.value
+            and isinstance(error, dict)
+            and error.get("type") == LEASE_EXPIRED
+        ):
+            message = str(error.get("message") or lease_message(record))
+        else:
+            return None
+        if record.get("run_id"):
+            self._remove_leftovers(project_id, str(record["run_id"]))
+        return Observed(RunPhase.FAILED, LEASE_EXPIRED, message)
+
+    def _remove_leftovers(self, project_id: UUID, run_id: str) -> None:
+        """The reaped run's checkpoint objects: it will never resume them (a new start is a new run)."""
+        try:
+            if self._storage is None:
+                self._storage = ObjectStorage(self.settings)
+            remove_run_leftovers(self.settings, self._storage, project_id, run_id)
+        except Exception:
+            logger.warning(
+                "Could not remove the leftovers of run %s of %s", run_id, project_id, exc_info=True
+            )
 
     # -- deletion ---------------------------------------------------------------------------------------
     def cancelled(self, run: dict[str, Any], post_event: PostEvent) -> None:

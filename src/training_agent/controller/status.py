@@ -1,4 +1,5 @@
-"""Job and Pod state → the run's phase, in one pure function (the table of cases is in the tests)."""
+"""Job and Pod state → the run's phase, in one pure function (the table of cases is in the tests), and
+whether a running trainer's lease has lapsed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from training_agent.core.errors import EXIT_RETRY
+from training_agent.core.lease import lease_expired
 from training_agent.core.runs import RunPhase
 
 _IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
@@ -22,8 +24,12 @@ UNREPORTED_BY_TRAINER = frozenset(
         "JobDeleted",
         "Cancelled",
         "PodFailurePolicy",
+        "Unschedulable",
     }
 )
+# Endings where the Job would otherwise wait (or hang) for good: the controller deletes it, which also frees
+# what its pod holds (a node's GPU, a place in the quota).
+DELETE_JOB = frozenset({"ImagePullBackOff", "Unschedulable", "LeaseExpired"})
 
 
 @dataclass(frozen=True)
@@ -101,20 +107,40 @@ def _stopped_for_retry(pod: dict[str, Any]) -> bool:
     return False
 
 
-def _waiting(pod: dict[str, Any], now: datetime, image_pull_grace_s: float) -> Observed | None:
+def _age_s(pod: dict[str, Any], now: datetime) -> float | None:
+    created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    return None if created is None else (now - created).total_seconds()
+
+
+def _waiting(
+    pod: dict[str, Any], now: datetime, image_pull_grace_s: float, pending_timeout_s: float | None
+) -> Observed | None:
+    age = _age_s(pod, now)
     for status in _container_states(pod):
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
-            created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
             message = f"{waiting['reason']}: {waiting.get('message') or status.get('image') or ''}".strip()
-            if created is not None and (now - created).total_seconds() > image_pull_grace_s:
+            if age is not None and age > image_pull_grace_s:
                 return Observed(RunPhase.FAILED, "ImagePullBackOff", message)
             return Observed(RunPhase.PENDING, "ImagePullBackOff", message)
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return Observed(
-                RunPhase.QUEUED, condition.get("reason") or "Unschedulable", condition.get("message") or ""
-            )
+            reason = condition.get("reason") or "Unschedulable"
+            message = condition.get("message") or ""
+            # Only the scheduler's "no node fits" is a fault; a scheduling gate (Kueue's topology-aware
+            # scheduling, for one) is a queue, and waits as long as it takes.
+            if (
+                reason == "Unschedulable"
+                and pending_timeout_s is not None
+                and age is not None
+                and age > pending_timeout_s
+            ):
+                return Observed(
+                    RunPhase.FAILED,
+                    reason,
+                    f"{message} (the trainer pod was unschedulable for more than {pending_timeout_s:g} s)",
+                )
+            return Observed(RunPhase.QUEUED, reason, message)
     return None
 
 
@@ -124,10 +150,12 @@ def derive(  # noqa: PLR0911 - one return per row of the phase table
     *,
     now: datetime,
     image_pull_grace_s: float,
+    pending_timeout_s: float | None = None,
     job_was_created: bool = False,
 ) -> Observed:
-    """The run's phase from its Job and the Job's Pods. `job_was_created`: the run's status says a Job
-    existed, so a missing one was deleted by someone."""
+    """The run's phase from its Job and the Job's Pods. `pending_timeout_s`: how long a pod may stay
+    unschedulable before the run fails (None: for ever); a Job suspended by Kueue is queued, never timed
+    out. `job_was_created`: the run's status says a Job existed, so a missing one was deleted by someone."""
     if job is None:
         if job_was_created:
             return Observed(RunPhase.FAILED, "JobDeleted", "The run's Job was deleted before it finished")
@@ -141,7 +169,7 @@ def derive(  # noqa: PLR0911 - one return per row of the phase table
         return Observed(RunPhase.QUEUED, "Suspended", "Waiting for the queue (Kueue) to admit the Job")
     pod = _newest(pods)
     if pod is not None:
-        waiting = _waiting(pod, now, image_pull_grace_s)
+        waiting = _waiting(pod, now, image_pull_grace_s, pending_timeout_s)
         if waiting is not None:
             return waiting
         if (pod.get("status") or {}).get("phase") == "Running":
@@ -155,3 +183,28 @@ def derive(  # noqa: PLR0911 - one return per row of the phase table
     if ((job.get("status") or {}).get("active") or 0) > 0:
         return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
     return Observed(RunPhase.PENDING, "Pending", "Waiting for the trainer pod to start")
+
+
+def _running_since(pod: dict[str, Any]) -> datetime | None:
+    """When the pod's trainer container started (its image pulled): from then on it can renew its lease."""
+    for status in _container_states(pod):
+        started = _parse_time(((status.get("state") or {}).get("running") or {}).get("startedAt"))
+        if started is not None:
+            return started
+    return _parse_time((pod.get("status") or {}).get("startTime"))
+
+
+def lease_lapsed(
+    record: dict[str, Any], pods: list[dict[str, Any]], *, now: datetime, lease_s: float
+) -> bool:
+    """Whether the running trainer stopped renewing its lease (the run record's `heartbeat_at`).
+
+    The lease counts from the last heartbeat, or from when the current pod's trainer started if that is
+    later: a pod that replaces a preempted one gets a whole lease to send its first beat, although the
+    record still holds the last beat of its predecessor. A run that never beat is not judged here (its
+    first pod is still starting)."""
+    if not lease_expired(record, lease_s=lease_s, now=now):
+        return False
+    pod = _newest(pods)
+    started = _running_since(pod) if pod is not None else None
+    return started is None or (now - started).total_seconds() > lease_s

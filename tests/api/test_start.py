@@ -179,7 +179,7 @@ def test_cancel_stops_a_running_and_a_queued_run(
     deadline = time.monotonic() + 30
     while executor.describe(running.id).exit_code is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert executor.describe(running.id).phase == RunPhase.FAILED
+    assert executor.describe(running.id).phase == RunPhase.CANCELLED
     assert executor.describe(running.id).exit_code is not None  # the trainer process has ended
 
 

@@ -58,8 +58,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* Environment of the API and the controller: settings from the ConfigMap, Supabase from its Secret (keys
-SUPABASE_URL and SUPABASE_KEY; the trainer Jobs use it the same way). Only the API (withApiSecrets) gets the
-MCP token and the GCS key: the controller reads neither. Include with (dict "root" $ "withApiSecrets" true). */}}
+SUPABASE_URL and SUPABASE_KEY; the trainer Jobs use it the same way) and the GCS key (the API reads datasets,
+the controller removes the checkpoints of runs it reaps). Only the API (withMcpToken) gets the MCP token.
+Include with (dict "root" $ "withMcpToken" true). */}}
 {{- define "training-agent.controlPlaneEnv" -}}
 {{- $v := .root.Values -}}
 envFrom:
@@ -67,9 +68,9 @@ envFrom:
       name: {{ include "training-agent.fullname" .root }}-config
   - secretRef:
       name: {{ $v.supabase.existingSecret }}
-{{- if and .withApiSecrets (or $v.mcpAuth.existingSecret $v.gcs.existingSecret) }}
+{{- if or (and .withMcpToken $v.mcpAuth.existingSecret) $v.gcs.existingSecret }}
 env:
-  {{- if $v.mcpAuth.existingSecret }}
+  {{- if and .withMcpToken $v.mcpAuth.existingSecret }}
   - name: MCP_API_KEY
     valueFrom:
       secretKeyRef:
@@ -83,13 +84,12 @@ env:
 {{- end }}
 {{- end }}
 
-{{/* Writable /tmp (the root filesystem is read-only) and, for the API, the GCS key. Include with
-(dict "root" $ "withApiSecrets" true). */}}
+{{/* Writable /tmp (the root filesystem is read-only) and the GCS key. Include with (dict "root" $). */}}
 {{- define "training-agent.volumeMounts" -}}
 volumeMounts:
   - name: tmp
     mountPath: /tmp
-  {{- if and .withApiSecrets .root.Values.gcs.existingSecret }}
+  {{- if .root.Values.gcs.existingSecret }}
   - name: gcs-key
     mountPath: /var/secrets/gcs
     readOnly: true
@@ -100,7 +100,7 @@ volumeMounts:
 volumes:
   - name: tmp
     emptyDir: {}
-  {{- if and .withApiSecrets .root.Values.gcs.existingSecret }}
+  {{- if .root.Values.gcs.existingSecret }}
   - name: gcs-key
     secret:
       secretName: {{ .root.Values.gcs.existingSecret }}

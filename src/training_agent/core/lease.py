@@ -52,7 +52,9 @@ def run_id_of(project: Project) -> str | None:
     return str(value) if value else None
 
 
-def update_run(records: RecordsStore, project_id: UUID, run_id: str | None, **fields: Any) -> Project | None:
+def update_run(
+    records: RecordsStore, project_id: UUID, run_id: str | None, /, **fields: Any
+) -> Project | None:
     """Merge `fields` into the run record while the project is `training` and the record is still run
     `run_id` (None: whichever run it is). Returns the project, or None when the run is no longer this one.
 

@@ -26,4 +26,7 @@ def start_trainer(
         stdin=subprocess.DEVNULL,
         stdout=sys.stderr.fileno(),
         stderr=sys.stderr.fileno(),
+        # Its own session: a Ctrl-C at the terminal reaches the demo or server only, which then stops the
+        # trainer with SIGTERM (checkpoint, clean exit) instead of a KeyboardInterrupt mid-import.
+        start_new_session=True,
     )

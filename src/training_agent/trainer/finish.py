@@ -172,9 +172,11 @@ def record(
         raise Interrupted("The run was cancelled or taken over before its model was recorded")
     metadata = {**metadata, "sidecar_url": sidecar_url}
     row = NewModel(project_id=ctx.project_id, name=f"{project.name}_model", gcs_url=url, metadata=metadata)
-    model_row = ctx.records.insert_model(row)
-    ctx.owner.keep(url, sidecar_url)  # the row points at them now
-    ctx.stop.ignore()  # recorded: a late SIGTERM must not undo or misreport it
+    # The row and what it points at stand or fall together: a SIGTERM here waits until both are kept.
+    with ctx.stop.deferred():
+        model_row = ctx.records.insert_model(row)
+        ctx.owner.keep(url, sidecar_url)
+        ctx.stop.ignore()  # recorded: a late SIGTERM must not undo or misreport it
     if ctx.checkpoints is not None:
         ctx.checkpoints.delete()
     moved = ctx.records.transition_project(

@@ -33,7 +33,7 @@ class StopSignal:
         """Ask for a stop, as SIGTERM does."""
         self.requested = True
         if not self._deferred:
-            raise Interrupted("Stopped by SIGTERM before training began; nothing to checkpoint yet")
+            raise Interrupted("Stopped by SIGTERM")
         logger.warning("SIGTERM: finishing this step, then checkpointing and stopping")
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
@@ -60,7 +60,7 @@ class StopSignal:
     def deferred(self) -> Iterator[None]:
         """Within this block a stop only sets `requested`; the training loop polls it."""
         if self.requested:
-            raise Interrupted("Stopped by SIGTERM before training began; nothing to checkpoint yet")
+            raise Interrupted("Stopped by SIGTERM")
         self._deferred = True
         try:
             yield

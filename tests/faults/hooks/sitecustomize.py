@@ -6,7 +6,7 @@ PYTHONPATH with FAULT_AT and FAULT_SIGNAL set, and this module makes the trainer
 - FAULT_AT=<step>: when the run enters that step (`RunContext.enter`: download, extract, validate_dataset,
   build_model, prepare_data, train, evaluate, save, upload, verify, record);
 - FAULT_AT=epoch:<n>: right after the n-th epoch's log row, before its checkpoint;
-- FAULT_AT=checkpoint:<n>: while the n-th checkpoint is being written (the local file is there, not the object);
+- FAULT_AT=checkpoint:<n>: while the n-th checkpoint is written (the local file is there, the object not);
 - FAULT_AT=model_row: right after the `models` row is inserted, before the project's status moves.
 """
 

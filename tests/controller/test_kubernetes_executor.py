@@ -1,9 +1,11 @@
-"""The API with EXECUTOR=kubernetes, end to end against kmock: POST start → TrainingRun → Job; cancel."""
+"""The API with EXECUTOR=kubernetes, end to end against kmock: POST start → TrainingRun → Job; cancel; a run
+accepted but never handed to the cluster (the API stopped in between) is failed by the next API."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import kmock
@@ -12,9 +14,14 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import seed_project
 from tests.controller.conftest import NAMESPACE, eventually
+from training_agent.api.executors.kubernetes import UNSUBMITTED_MESSAGE, spec_for
 from training_agent.api.main import create_app
-from training_agent.core.records import RecordsStore
+from training_agent.core.kube import TrainingRuns
+from training_agent.core.lease import RUN_KEY, new_run
+from training_agent.core.records import Project, RecordsStore
+from training_agent.core.records.models import utcnow
 from training_agent.core.settings import Settings
+from training_agent.core.trainingrun import trainingrun_manifest
 
 RUNS = "automl.dev/v1alpha1/trainingruns"
 JOBS = "batch/v1/jobs"
@@ -97,3 +104,76 @@ async def test_cancel_deletes_the_run(
     assert stored.metadata["error"]["message"] == "Cancelled: The TrainingRun was deleted"
     again = await call(api, "DELETE", f"/agents/training/{project.id}")
     assert again.status_code == 409
+
+
+# -- a run the API accepted and never handed to the cluster --------------------------------------------------
+def kubernetes_run(records: RecordsStore, *, accepted_s_ago: float, **fields: Any) -> Project:
+    """A project claimed for the kubernetes executor (`training`, its run record written) `accepted_s_ago`."""
+    project = seed_project(records, "gs://bucket/data.zip")
+    accepted = (utcnow() - timedelta(seconds=accepted_s_ago)).isoformat()
+    record = {**new_run(project.id, "kubernetes"), "accepted_at": accepted, **fields}
+    moved = records.transition_project(
+        project.id, from_status="pending_training", to_status="training", metadata_patch={RUN_KEY: record}
+    )
+    assert moved is not None
+    return moved
+
+
+def status_of(records: RecordsStore, project: Project) -> str:
+    stored = records.get_project(project.id)
+    assert stored is not None
+    return stored.status
+
+
+async def test_a_run_that_never_reached_the_cluster_is_failed_at_start_up(
+    cluster: kmock.KubernetesEmulator,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
+    k8s_api: Any,
+) -> None:
+    """The API stopped between the claim and the TrainingRun's creation: nobody else can ever see the run
+    (the controller sees TrainingRuns only), so the next API process fails it."""
+    lost = kubernetes_run(k8s_records, accepted_s_ago=3600)
+    submitted = kubernetes_run(k8s_records, accepted_s_ago=3600)
+    await asyncio.to_thread(
+        TrainingRuns(k8s_api, NAMESPACE).create,
+        trainingrun_manifest(spec_for(submitted.id, {}, k8s_settings), NAMESPACE),
+    )
+    beaten = kubernetes_run(k8s_records, accepted_s_ago=3600, heartbeat_at=utcnow().isoformat())
+    young = kubernetes_run(k8s_records, accepted_s_ago=0)  # a start still on its way (another replica)
+    client = TestClient(create_app(k8s_settings, records=k8s_records), raise_server_exceptions=False)
+    await asyncio.to_thread(client.__enter__)
+    try:
+        failed = k8s_records.get_project(lost.id)
+        assert failed is not None and failed.status == "failed"
+        error = failed.metadata["error"]
+        assert error["message"] == UNSUBMITTED_MESSAGE
+        assert (error["type"], error["step"]) == ("NotSubmitted", "submit")
+        assert [(log.log_level, log.message) for log in k8s_records.recent_logs(lost.id)] == [
+            ("error", UNSUBMITTED_MESSAGE)
+        ]
+        for untouched in (submitted, beaten, young):
+            assert status_of(k8s_records, untouched) == "training"
+        status = (await call(client, "GET", f"/agents/training/status/{lost.id}")).json()
+        assert status["status"] == "failed" and status["error"]["message"] == UNSUBMITTED_MESSAGE
+    finally:
+        await asyncio.to_thread(client.__exit__, None, None, None)
+
+
+async def test_the_reaper_fails_it_once_the_grace_has_passed(
+    cluster: kmock.KubernetesEmulator,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
+) -> None:
+    """A lost start found while it is younger than the grace (a lease) is failed by a later pass."""
+    settings = k8s_settings.model_copy(update={"run_lease_seconds": 2.0})  # a pass every second
+    client = TestClient(create_app(settings, records=k8s_records), raise_server_exceptions=False)
+    await asyncio.to_thread(client.__enter__)
+    try:
+        lost = kubernetes_run(k8s_records, accepted_s_ago=0)
+        assert status_of(k8s_records, lost) == "training"  # within the grace
+        await eventually(lambda: status_of(k8s_records, lost) == "failed", timeout=10, what="reaped")
+        error = k8s_records.get_project(lost.id).metadata["error"]  # type: ignore[union-attr]
+        assert error["message"] == UNSUBMITTED_MESSAGE
+    finally:
+        await asyncio.to_thread(client.__exit__, None, None, None)

@@ -6,9 +6,11 @@ lease expired with "the trainer stopped responding", kills its process if it is 
 hung trainer), and removes what the run left behind (work folder, checkpoint). At start-up it also sweeps
 the leftovers of every run that ended while no server was watching.
 
-Kubernetes runs are the controller's to reap. A run queued in this server's executor is never reaped (it has
-no trainer yet, or its retry is waiting for a slot); neither is a run whose trainer has not beaten yet — a
-local trainer's lease begins with its first heartbeat, a CLI run's with its claim.
+Kubernetes runs are the controller's to reap once their TrainingRun exists; before that only the API can
+see them, so an executor that finds such lost runs of its own (`reap_unsubmitted`: accepted, never handed to
+the cluster) fails them on the same passes. A run queued in this server's executor is never reaped (it has no
+trainer yet, or its retry is waiting for a slot); neither is a run whose trainer has not beaten yet — a local
+trainer's lease begins with its first heartbeat, a CLI run's with its claim.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from training_agent.api.executors import Executor
@@ -33,6 +35,14 @@ logger = logging.getLogger(__name__)
 REAPED_EXECUTORS = ("local", "cli")
 _MAX_INTERVAL_S = 30.0
 _KILL_WAIT_S = 5.0  # a SIGKILLed process is gone in moments; its folder is removed after it
+
+
+@runtime_checkable
+class FindsLostRuns(Protocol):
+    """An executor whose runs can be lost where no lease shows it (the kubernetes executor's runs that never
+    reached the cluster): it fails them itself, and returns their projects."""
+
+    def reap_unsubmitted(self) -> list[UUID]: ...
 
 
 class Reaper:
@@ -76,12 +86,14 @@ class Reaper:
             logger.warning("The reaper's pass failed", exc_info=True)
 
     def reap(self) -> list[UUID]:
-        """One pass: fail, stop and clean up every local or CLI run whose lease expired. Returns their
-        projects."""
+        """One pass: fail, stop and clean up every local or CLI run whose lease expired, and the executor's
+        lost runs. Returns their projects."""
         reaped = []
         for project in self.records.projects_in_status(ProjectStatus.TRAINING.value):
             if self._expired(run_of(project), project.id) and self._reap(project.id):
                 reaped.append(project.id)
+        if isinstance(self.executor, FindsLostRuns):
+            reaped += self.executor.reap_unsubmitted()
         return reaped
 
     def _expired(self, run: dict[str, Any], project_id: UUID) -> bool:

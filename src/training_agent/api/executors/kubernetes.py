@@ -3,6 +3,10 @@
 The TrainingRun is named after the project, so a second submission finds the first run (409) instead of
 making another. The controller owns everything after creation, including restarts: this executor keeps
 no state of its own.
+
+One gap is this executor's to close: an API process that stops between the claim (the project `training`,
+the run record written) and the TrainingRun's creation leaves a run that no controller can see. Such a run
+is failed at start-up and on each of the reaper's passes, once it is older than a lease (`reap_unsubmitted`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ from kubernetes.client.exceptions import ApiException
 
 from training_agent.api.executors.base import Executor
 from training_agent.core.kube import TrainingRuns, api_client
-from training_agent.core.records import RecordsStore
+from training_agent.core.lease import fail_run, lease_expired, run_of
+from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.runs import RunInfo, RunPhase, run_name
 from training_agent.core.settings import Settings
 from training_agent.core.trainingrun import TrainingRunSpec, trainingrun_manifest
 
 logger = logging.getLogger(__name__)
+
+UNSUBMITTED_MESSAGE = (
+    "The run was accepted but never reached the cluster (the API stopped before creating its TrainingRun); "
+    "start the project again"
+)
+UNSUBMITTED_ERROR_TYPE = "NotSubmitted"
 
 
 def spec_for(project_id: UUID, metadata: dict[str, Any], settings: Settings) -> TrainingRunSpec:
@@ -113,7 +124,56 @@ class KubernetesExecutor(Executor):
         return True
 
     def recover(self) -> None:
-        """Nothing to do: the controller reconciles runs from the cluster's state."""
+        """At start-up: fail the runs a previous API process accepted but never handed to the cluster.
+        Everything else the controller reconciles from the cluster's state. A cluster that cannot be reached
+        now must not keep the API from starting: the reaper's passes try again."""
+        try:
+            self.reap_unsubmitted()
+        except Exception:  # logged with its traceback; the next pass of the reaper tries again
+            logger.warning("Could not look for runs that never reached the cluster", exc_info=True)
+
+    def reap_unsubmitted(self) -> list[UUID]:
+        """Fail each `kubernetes` run whose project is `training` but whose TrainingRun does not exist,
+        accepted more than a lease (`run_lease_seconds`) ago and never heart-beaten: the API that claimed it
+        stopped before creating the TrainingRun, and the controller, which sees only TrainingRuns, never
+        will. The grace leaves alone a start that is still on its way (in this process or another replica).
+        Returns the projects failed."""
+        failed = []
+        for project in self.records.projects_in_status(ProjectStatus.TRAINING.value):
+            run = run_of(project)
+            if not self._overdue(run) or self._exists(project.id):
+                continue
+            if fail_run(
+                self.records,
+                project.id,
+                UNSUBMITTED_MESSAGE,
+                agent_name=self.settings.agent_name,
+                run_id=str(run["run_id"]) if run.get("run_id") else None,
+                step="submit",
+                error_type=UNSUBMITTED_ERROR_TYPE,
+            ):
+                logger.warning("Failed the run of project %s: %s", project.id, UNSUBMITTED_MESSAGE)
+                failed.append(project.id)
+        return failed
+
+    def _overdue(self, run: dict[str, Any]) -> bool:
+        """A run of this executor that no trainer ever beat for, accepted more than a lease ago."""
+        return (
+            run.get("executor") == self.name
+            and not run.get("heartbeat_at")
+            and lease_expired(run, lease_s=self.settings.run_lease_seconds, from_accepted=True)
+        )
+
+    def _exists(self, project_id: UUID) -> bool:
+        """Whether the project's TrainingRun exists; any answer but "not found" counts as yes (a cluster
+        that cannot say is no reason to fail a run)."""
+        try:
+            self.runs.get(run_name(project_id))
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            logger.warning("Cannot read TrainingRun %s: %s", run_name(project_id), exc.reason)
+        return True
 
     def shutdown(self) -> None:
         """Nothing to stop: runs live in the cluster, not in this process."""

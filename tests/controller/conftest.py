@@ -13,12 +13,14 @@ import kmock
 import pytest
 from kubernetes import client
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, seed_project
 from tests.support.kube import ClusterEmulator, OperatorThread, register_crd, write_kubeconfig
-from training_agent.core.kube import api_client
-from training_agent.core.records import RecordsStore
+from training_agent.api.executors.kubernetes import spec_for
+from training_agent.core.kube import TrainingRuns, api_client
+from training_agent.core.records import Project, RecordsStore
 from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.core.settings import Settings
+from training_agent.core.trainingrun import trainingrun_manifest
 
 NAMESPACE = "ml"
 JOBS = "batch/v1/jobs"
@@ -101,3 +103,38 @@ def job_gone(cluster: kmock.KubernetesEmulator, name: str) -> bool:
     except KeyError:
         return True
     return bool(stored.deleted)
+
+
+# -- a run under way (shared by the operator and stuck-run tests) ----------------------------------------
+async def create_run(k8s_api: client.ApiClient, settings: Settings, project: Project) -> str:
+    body = trainingrun_manifest(spec_for(project.id, project.metadata, settings), NAMESPACE)
+    await asyncio.to_thread(TrainingRuns(k8s_api, NAMESPACE).create, body)
+    return str(body["metadata"]["name"])
+
+
+def training_project(records: RecordsStore) -> Project:
+    project = seed_project(
+        records, "gs://bucket/data.zip", metadata={"epochs": 4, "preferred_model": "resnet50"}
+    )
+    records.transition_project(project.id, from_status="pending_training", to_status="training")
+    return project
+
+
+def job(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
+    return dict(cluster.objects[JOBS, NAMESPACE, name])
+
+
+@pytest.fixture
+async def started_run(
+    cluster: kmock.KubernetesEmulator,
+    controller: Any,
+    k8s_api: client.ApiClient,
+    k8s_settings: Settings,
+    k8s_records: RecordsStore,
+) -> tuple[Project, str]:
+    """A controller running, a project in `training`, its TrainingRun created and its Job there."""
+    await controller()
+    project = training_project(k8s_records)
+    name = await create_run(k8s_api, k8s_settings, project)
+    await eventually(lambda: job(cluster, name), what="the Job")
+    return project, name

@@ -6,36 +6,21 @@ import asyncio
 from typing import Any
 
 import kmock
-import pytest
 from kubernetes import client
 
-from tests.conftest import seed_project
-from tests.controller.conftest import JOBS, NAMESPACE, eventually, job_gone
-from training_agent.api.executors.kubernetes import spec_for
+from tests.controller.conftest import (
+    NAMESPACE,
+    create_run,
+    eventually,
+    job,
+    job_gone,
+    training_project,
+)
 from training_agent.core.kube import TrainingRuns
 from training_agent.core.records import NewModel, Project, RecordsStore
 from training_agent.core.settings import Settings
-from training_agent.core.trainingrun import trainingrun_manifest
 
 RUNS = "automl.dev/v1alpha1/trainingruns"
-
-
-async def create_run(k8s_api: client.ApiClient, settings: Settings, project: Project) -> str:
-    body = trainingrun_manifest(spec_for(project.id, project.metadata, settings), NAMESPACE)
-    await asyncio.to_thread(TrainingRuns(k8s_api, NAMESPACE).create, body)
-    return str(body["metadata"]["name"])
-
-
-def training_project(records: RecordsStore) -> Project:
-    project = seed_project(
-        records, "gs://bucket/data.zip", metadata={"epochs": 4, "preferred_model": "resnet50"}
-    )
-    records.transition_project(project.id, from_status="pending_training", to_status="training")
-    return project
-
-
-def job(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
-    return dict(cluster.objects[JOBS, NAMESPACE, name])
 
 
 def run_status(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
@@ -120,22 +105,6 @@ def events_for(cluster: kmock.KubernetesEmulator, run: str) -> list[str]:
         for r in posts(cluster, "/events")
         if ((r.data or {}).get("involvedObject") or {}).get("name") == run
     ]
-
-
-@pytest.fixture
-async def started_run(
-    cluster: kmock.KubernetesEmulator,
-    controller: Any,
-    k8s_api: client.ApiClient,
-    k8s_settings: Settings,
-    k8s_records: RecordsStore,
-) -> tuple[Project, str]:
-    """A controller running, a project in `training`, its TrainingRun created and its Job there."""
-    await controller()
-    project = training_project(k8s_records)
-    name = await create_run(k8s_api, k8s_settings, project)
-    await eventually(lambda: job(cluster, name), what="the Job")
-    return project, name
 
 
 async def test_running_then_succeeded(

@@ -15,15 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.controller.conftest import NAMESPACE, eventually, job_gone
-from tests.controller.test_operator import (
-    create_run,
-    events_for,
-    job,
-    jobs_created,
-    patch_job_status,
-    run_status,
-    training_project,
-)
+from tests.controller.test_operator import events_for, jobs_created, patch_job_status, run_status
 from training_agent.core.lease import RUN_KEY, lease_message, new_run
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.settings import Settings
@@ -94,30 +86,15 @@ def failed_project(records: RecordsStore, project: Project) -> Project | None:
     return stored if stored is not None and stored.status == "failed" else None
 
 
-@pytest.fixture
-async def run_started(
-    cluster: kmock.KubernetesEmulator,
-    controller: Any,
-    k8s_api: client.ApiClient,
-    k8s_settings: Settings,
-    k8s_records: RecordsStore,
-) -> tuple[Project, str]:
-    await controller()
-    project = training_project(k8s_records)
-    name = await create_run(k8s_api, k8s_settings, project)
-    await eventually(lambda: job(cluster, name), what="the Job")
-    return project, name
-
-
 # -- pending timeout -----------------------------------------------------------------------------------------
 async def test_unschedulable_past_the_pending_timeout_fails_the_run(
     cluster: kmock.KubernetesEmulator,
     k8s_api: client.ApiClient,
     k8s_settings: Settings,
     k8s_records: RecordsStore,
-    run_started: tuple[Project, str],
+    started_run: tuple[Project, str],
 ) -> None:
-    project, name = run_started
+    project, name = started_run
     await patch_job_status(k8s_api, name, {"active": 1})
     await make_pod(k8s_api, name, unschedulable(), age_s=k8s_settings.trainer_pending_timeout_seconds + 60)
     status = await eventually(
@@ -140,10 +117,10 @@ async def test_a_young_unschedulable_pod_and_a_suspended_job_stay_queued(
     cluster: kmock.KubernetesEmulator,
     k8s_api: client.ApiClient,
     k8s_records: RecordsStore,
-    run_started: tuple[Project, str],
+    started_run: tuple[Project, str],
 ) -> None:
     """Queue time is not a fault: Kueue's suspension never times out, whatever the pods' age."""
-    project, name = run_started
+    project, name = started_run
     await patch_job_status(k8s_api, name, {"active": 1})
     await make_pod(k8s_api, name, unschedulable(), age_s=30)
     await eventually(lambda: run_status(cluster, name).get("reason") == "Unschedulable", what="Queued")
@@ -183,10 +160,10 @@ async def test_an_expired_lease_is_reaped(
     k8s_api: client.ApiClient,
     k8s_settings: Settings,
     k8s_records: RecordsStore,
-    run_started: tuple[Project, str],
+    started_run: tuple[Project, str],
     tmp_path: Path,
 ) -> None:
-    project, name = run_started
+    project, name = started_run
     record = with_run_record(k8s_records, project, heartbeat_at=_ago(600))
     storage = ObjectStorage(k8s_settings)
     own = put_checkpoint(storage, tmp_path, project.id, record["run_id"])
@@ -220,10 +197,10 @@ async def test_a_live_or_starting_trainer_is_not_reaped(
     cluster: kmock.KubernetesEmulator,
     k8s_api: client.ApiClient,
     k8s_records: RecordsStore,
-    run_started: tuple[Project, str],
+    started_run: tuple[Project, str],
     heartbeat_s_ago: float | None,
 ) -> None:
-    project, name = run_started
+    project, name = started_run
     fields = {} if heartbeat_s_ago is None else {"heartbeat_at": _ago(heartbeat_s_ago)}
     with_run_record(k8s_records, project, **fields)
     await patch_job_status(k8s_api, name, {"active": 1})
@@ -239,11 +216,11 @@ async def test_a_reaping_left_half_done_is_finished(
     cluster: kmock.KubernetesEmulator,
     k8s_api: client.ApiClient,
     k8s_records: RecordsStore,
-    run_started: tuple[Project, str],
+    started_run: tuple[Project, str],
 ) -> None:
     """A controller failed the project by the lease and stopped before it deleted the Job: the next one
     deletes it and marks the run, without failing the project twice."""
-    project, name = run_started
+    project, name = started_run
     record = with_run_record(k8s_records, project, heartbeat_at=_ago(600))
     k8s_records.transition_project(
         project.id,

@@ -38,7 +38,7 @@ KILL_POINTS = [
 ]
 # A SIGTERM outside the training loop interrupts at once, the same way at every step boundary: the points
 # that behave differently are sampled.
-TERM_POINTS = ["download", "epoch:1", "checkpoint:1", "upload", "verify", "model_row"]
+TERM_POINTS = ["download", "epoch:1", "checkpoint:1", "verify", "model_row"]
 
 
 def reap(world: World) -> list[object]:

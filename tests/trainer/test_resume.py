@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,29 @@ def start(tmp_path: Path, project: Project, *, claimed: bool) -> subprocess.Pope
         "TRAINING_AGENT_DEVICE": "cpu",
     }
     command = [sys.executable, "-m", "training_agent", "train", "--project-id", str(project.id)]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [*command, "--claimed"] if claimed else command,
         env=env,
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
     )
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_stray_trainers() -> Iterator[list[subprocess.Popen[str]]]:
+    """A failed assertion must not leave a trainer running (and using the CPU) after its test."""
+    yield STARTED
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+STARTED: list[subprocess.Popen[str]] = []
 
 
 def wait_for_log(records: SQLiteRecords, project: Project, prefix: str, proc: subprocess.Popen[str]) -> None:
@@ -62,18 +79,19 @@ def test_killed_trainer_resumes_from_its_checkpoint(
     dataset = write_shapes_zip(tmp_path / "shapes.zip", classes=3, per_class=(40, 8, 8), image_size=32)
     metadata = {"epochs": EPOCHS, "image_size": 32, "batch_size": 8, "seed": 3}
     project = seed_project(records, str(dataset), metadata=metadata)
-    checkpoint = tmp_path / "data" / "bucket" / "checkpoints" / f"tr-{project.id}" / "checkpoint.pt"
-
     first = start(tmp_path, project, claimed=False)
     wait_for_log(records, project, f"Epoch 2/{EPOCHS}", first)
+    run_id = records.get_project(project.id).metadata["training_run"]["run_id"]  # type: ignore[union-attr]
+    checkpoints = tmp_path / "data" / "bucket" / "checkpoints"
+    checkpoint = checkpoints / f"tr-{project.id}" / run_id / "checkpoint.pt"
     first.send_signal(getattr(signal, how))
     code = first.wait(timeout=60)
 
     if how == "SIGTERM":
         assert code == EXIT_RETRY  # checkpointed, and asks for a retry
-        [stopped] = [log for log in records.recent_logs(project.id) if "stopped by SIGTERM" in log.message]
+        [stopped] = [log for log in records.recent_logs(project.id) if "Trainer stopped" in log.message]
         assert stopped.log_level == "warning" and stopped.metadata["step"] == "train"
-        assert stopped.metadata["checkpoint"]["url"].endswith(f"checkpoints/tr-{project.id}/checkpoint.pt")
+        assert stopped.metadata["checkpoint"]["url"] == checkpoint.as_uri()
     else:
         assert code == -signal.SIGKILL
     assert records.get_project(project.id).status == "training"  # type: ignore[union-attr]
@@ -89,5 +107,5 @@ def test_killed_trainer_resumes_from_its_checkpoint(
     assert [h["epoch"] for h in model.metadata["history"]] == list(range(1, EPOCHS + 1))
     assert model.metadata["epochs_run"] == EPOCHS
     assert not checkpoint.exists()  # removed once the model is recorded
-    assert not (tmp_path / "data" / "bucket" / "checkpoints").exists()  # and no empty folders left
+    assert not checkpoints.exists()  # and no empty folders left
     assert model.metadata["attempt"] == 2 and model.metadata["run_id"] == run_id

@@ -10,7 +10,7 @@ from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailabl
 from training_agent.api.executors import Executor
 from training_agent.api.executors.base import CANCELLED_ERROR_TYPE
 from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, StatusResponse
-from training_agent.core.lease import RUN_KEY, new_run, run_of
+from training_agent.core.lease import claim_project, run_id_of, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import Project, utcnow
@@ -66,13 +66,7 @@ def start_training(
     if dataset is None or not dataset.gcs_url:
         raise BadRequest(f"Project {project_id} has no dataset with a gcs_url; register its dataset first")
     name = run_name(project_id)
-    run_record = new_run(project_id, executor.name)
-    claimed = records.transition_project(
-        project_id,
-        from_status=ProjectStatus.PENDING_TRAINING.value,
-        to_status=ProjectStatus.TRAINING.value,
-        metadata_patch={RUN_KEY: run_record},
-    )
+    claimed = claim_project(records, project_id, executor.name)
     if claimed is None:
         # Another request claimed it between our read and our compare-and-set.
         raise Conflict(
@@ -82,7 +76,7 @@ def start_training(
     log.info(
         INITIATED,
         run_name=name,
-        run_id=run_record["run_id"],
+        run_id=run_id_of(claimed),
         executor=executor.name,
         dataset_url=dataset.gcs_url,
     )

@@ -41,6 +41,17 @@ def new_run(project_id: UUID, executor: str) -> dict[str, Any]:
     }
 
 
+def claim_project(records: RecordsStore, project_id: UUID, executor: str) -> Project | None:
+    """`pending_training` → `training` with a new run record, in one compare-and-set. Returns the claimed
+    project, or None when it was not `pending_training` (another worker or request claimed it first)."""
+    return records.transition_project(
+        project_id,
+        from_status=ProjectStatus.PENDING_TRAINING.value,
+        to_status=ProjectStatus.TRAINING.value,
+        metadata_patch={RUN_KEY: new_run(project_id, executor)},
+    )
+
+
 def run_of(project: Project) -> dict[str, Any]:
     """The project's run record ({} when it never had one)."""
     run = project.metadata.get(RUN_KEY)

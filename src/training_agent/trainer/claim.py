@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from training_agent.core.errors import InvalidInputError
-from training_agent.core.lease import RUN_KEY, new_run, run_of, update_run
+from training_agent.core.lease import claim_project, new_run, run_of, update_run
 from training_agent.core.records import Project, ProjectStatus, RecordsStore
 
 
@@ -45,13 +45,7 @@ def claim(records: RecordsStore, project_id: UUID, *, claimed: bool) -> Claim:
             run = {**new_run(project_id, "unknown"), **run}
             project = update_run(records, project_id, None, **run) or project
         return Claim(project, run)
-    run = new_run(project_id, "cli")
-    moved = records.transition_project(
-        project_id,
-        from_status=ProjectStatus.PENDING_TRAINING.value,
-        to_status=ProjectStatus.TRAINING.value,
-        metadata_patch={RUN_KEY: run},
-    )
+    moved = claim_project(records, project_id, "cli")
     if moved is None:
         raise InvalidInputError(f"Project {project_id} was claimed by another worker meanwhile")
-    return Claim(moved, run)
+    return Claim(moved, run_of(moved))

@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from training_agent.core.errors import EXIT_FAILED, Interrupted, TrainingAgentError
+from training_agent.core.lease import run_id_of, update_run
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import utcnow
@@ -64,6 +65,7 @@ class TrainingRun:
         self.stop = stop or StopSignal()
         self.log = AgentLog(records, project_id, settings.agent_name)
         self.ctx: RunContext | None = None
+        self.heartbeat: Heartbeat | None = None
 
     @property
     def step(self) -> str:
@@ -85,7 +87,7 @@ class TrainingRun:
             owner,
             self.stop,
         )
-        heartbeat = Heartbeat(
+        self.heartbeat = heartbeat = Heartbeat(
             self.records,
             self.project_id,
             claimed.run_id,
@@ -186,19 +188,21 @@ class TrainingRun:
         """Stopped (SIGTERM, or the lease lost): while the project is still this run's and `training`, keep
         the checkpoint for the retry of the same run (exit EXIT_RETRY); otherwise the run was cancelled or
         reaped, and everything it wrote goes."""
-        assert self.ctx is not None
+        assert self.ctx is not None and self.heartbeat is not None
+        self.heartbeat.stop()
         current = self.records.get_project(self.project_id)
         status = current.status if current else None
-        ours = (
-            current is not None
-            and (current.metadata.get("training_run") or {}).get("run_id") == self.ctx.run_id
-        )
+        ours = current is not None and run_id_of(current) == self.ctx.run_id
         resumable = ours and status == ProjectStatus.TRAINING.value
         checkpoints = self.ctx.checkpoints
         keep = checkpoint_prefix(self.project_id, self.ctx.run_id) if resumable else None
         self.ctx.owner.discard_all(
             except_prefix=self.settings.model_store_root + "/" + keep if keep else None
         )
+        if resumable:
+            # The lease passes to the retry: it begins with the next trainer's first beat, so the time
+            # a retry waits for its slot or its pod is not mistaken for a dead trainer.
+            update_run(self.records, self.project_id, self.ctx.run_id, heartbeat_at=None)
         checkpoint = None
         if resumable and checkpoints is not None and checkpoints.saved:
             checkpoint = {"url": checkpoints.url, "saved_at": utcnow().isoformat()}

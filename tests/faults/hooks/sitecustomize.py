@@ -31,51 +31,53 @@ def _fire() -> None:
 
 
 def _install() -> None:
+    from typing import Any
+
+    from training_agent.core.logs import AgentLog
     from training_agent.core.records.sqlite import SQLiteRecords
-    from training_agent.trainer import checkpoint, stages
+    from training_agent.trainer.owner import RunOwner
+    from training_agent.trainer.stages import RunContext
 
     kind, _, number = _AT.partition(":")
     if kind == "epoch":
-        from training_agent.core.logs import AgentLog
-
         real_info = AgentLog.info
 
-        def info(self, message, **metadata):  # type: ignore[no-untyped-def]
+        def info(self: AgentLog, message: str, /, **metadata: Any) -> None:
             real_info(self, message, **metadata)
             if message.startswith(f"Epoch {number}/"):
                 _fire()
 
-        AgentLog.info = info  # type: ignore[method-assign]
+        setattr(AgentLog, "info", info)  # noqa: B010 - patching the class, on purpose
     elif kind == "checkpoint":
-        real_put = checkpoint.RunOwner.put
+        real_put = RunOwner.put
         count = {"n": 0}
 
-        def put(self, src, url, **kwargs):  # type: ignore[no-untyped-def]
+        def put(self: RunOwner, src: Any, url: str, **kwargs: Any) -> Any:
             if "/checkpoints/" in url:
                 count["n"] += 1
                 if count["n"] == int(number):
                     _fire()
             return real_put(self, src, url, **kwargs)
 
-        checkpoint.RunOwner.put = put  # type: ignore[method-assign]
+        setattr(RunOwner, "put", put)  # noqa: B010
     elif kind == "model_row":
         real_insert = SQLiteRecords.insert_model
 
-        def insert_model(self, model):  # type: ignore[no-untyped-def]
+        def insert_model(self: SQLiteRecords, model: Any) -> Any:
             row = real_insert(self, model)
             _fire()
             return row
 
-        SQLiteRecords.insert_model = insert_model  # type: ignore[method-assign]
+        setattr(SQLiteRecords, "insert_model", insert_model)  # noqa: B010
     elif _AT:
-        real_enter = stages.RunContext.enter
+        real_enter = RunContext.enter
 
-        def enter(self, step):  # type: ignore[no-untyped-def]
+        def enter(self: RunContext, step: str) -> None:
             if step == _AT:
                 _fire()
             real_enter(self, step)
 
-        stages.RunContext.enter = enter  # type: ignore[method-assign]
+        setattr(RunContext, "enter", enter)  # noqa: B010
 
 
 if _AT:

@@ -238,11 +238,12 @@ class Reconciler:
     def _transitioned(self, run: dict[str, Any], observed: Observed, post_event: PostEvent) -> None:
         kind = "Warning" if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) else "Normal"
         post_event(run, kind, observed.reason, observed.message or observed.phase.value)
-        if (
-            observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED)
-            and observed.reason in UNREPORTED_BY_TRAINER
-        ):
-            self.fail_project(UUID(run["spec"]["projectId"]), run["metadata"]["name"], observed)
+        if observed.phase not in (RunPhase.FAILED, RunPhase.CANCELLED):
+            return
+        project_id = UUID(run["spec"]["projectId"])
+        if observed.reason in UNREPORTED_BY_TRAINER:
+            self.fail_project(project_id, run["metadata"]["name"], observed)
+        self._remove_ended_run_leftovers(project_id)
 
     def fail_project(self, project_id: UUID, run_name: str, observed: Observed) -> bool:
         """Mark the project failed with the cluster's reason, only if it is still `training`: what the
@@ -308,6 +309,14 @@ class Reconciler:
             self._remove_leftovers(project_id, str(record["run_id"]))
         return Observed(RunPhase.FAILED, LEASE_EXPIRED, message)
 
+    def _remove_ended_run_leftovers(self, project_id: UUID) -> None:
+        """A run that failed or was cancelled will never resume: its checkpoints go. Only while the
+        project is not `training` — if it is, a new run (with its own id) has started meanwhile."""
+        project = self.records.get_project(project_id)
+        run_id = run_of(project).get("run_id") if project is not None else None
+        if project is not None and project.status != ProjectStatus.TRAINING.value and run_id:
+            self._remove_leftovers(project_id, str(run_id))
+
     def _remove_leftovers(self, project_id: UUID, run_id: str) -> None:
         """The reaped run's checkpoint objects: it will never resume them (a new start is a new run)."""
         try:
@@ -330,4 +339,6 @@ class Reconciler:
                 return
             observed = Observed(RunPhase.CANCELLED, "Cancelled", "The TrainingRun was deleted")
             post_event(run, "Warning", observed.reason, observed.message)
-            self.fail_project(UUID(run["spec"]["projectId"]), meta["name"], observed)
+            project_id = UUID(run["spec"]["projectId"])
+            self.fail_project(project_id, meta["name"], observed)
+            self._remove_ended_run_leftovers(project_id)

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # budget are decoded by DataLoader workers every epoch instead.
     data_cache: Literal["memory", "disk", "off"] = "memory"
     data_cache_max_bytes: int = Field(default=8 * 1024**3, ge=0)
+    # Images with more pixels are refused as decompression bombs (Pillow's Image.MAX_IMAGE_PIXELS; this
+    # default is Pillow's own): a small file that would need gigabytes once decoded.
+    max_image_pixels: int = Field(default=89_478_485, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
     channels_last: bool = True
     compile: bool = False  # torch.compile the model: slower start, faster steps on long GPU runs

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
 from training_agent.trainer.dataset_checks import Sample
+from training_agent.trainer.images import open_image
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,8 @@ SPLITS = ("train", "val", "test")
 
 
 def decode_image(path: str | Path, size: int) -> torch.Tensor:
-    """The image at `path` as RGB uint8 [3, size, size]."""
-    with Image.open(path) as img:
-        # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; far less work for photos much larger than size.
-        img.draft("RGB", (size, size))
-        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    """The image at `path` as a person sees it (`trainer.images.open_image`), as RGB uint8 [3, size, size]."""
+    rgb = open_image(path, draft_size=size).resize((size, size), Image.Resampling.BILINEAR)
     tensor: torch.Tensor = pil_to_tensor(rgb)
     return tensor
 

@@ -69,6 +69,11 @@ class GcsBackend:
     def download(self, url: GcsURL, dest: Path) -> None:
         self._call(url, "download", lambda: self._blob(url).download_to_filename(str(dest)))
 
+    def read_range(self, url: GcsURL, start: int, end: int) -> bytes:
+        """One ranged GET of bytes `start` to `end` (exclusive; GCS's own `end` is inclusive)."""
+        data = self._call(url, "read", lambda: self._blob(url).download_as_bytes(start=start, end=end - 1))
+        return bytes(data)
+
     def upload(
         self,
         src: Path,

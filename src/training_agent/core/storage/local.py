@@ -33,6 +33,18 @@ def download(src: Path, dest: Path) -> None:
         raise StorageError(f"Cannot read {src}: {exc}") from exc
 
 
+def read_range(path: Path, start: int, end: int) -> bytes:
+    """Bytes `start` to `end` (exclusive) of the file, by seek and read."""
+    try:
+        with path.open("rb") as file:
+            file.seek(start)
+            return file.read(end - start)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise ObjectNotFoundError(f"{path} does not exist (or is not a file)") from exc
+    except OSError as exc:
+        raise StorageError(f"Cannot read {path}: {exc}") from exc
+
+
 def stat(path: Path) -> ObjectInfo | None:
     try:
         st = path.stat()

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     gcp_project: str | None = None
     max_dataset_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_dataset_files: int = Field(default=1_000_000, gt=0)
+    # Uncompressed over compressed size above which an archive reads as a zip bomb (images barely compress).
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    # The API checks a dataset's layout from its zip's central directory before a run (and a GPU) is started.
+    preflight: bool = True
     max_bad_image_fraction: float = Field(default=0.05, ge=0, le=1)
     upload_attempts: int = Field(default=3, ge=2)  # the first try plus at least one retry (Req 6.4)
     num_workers: int | None = Field(default=None, ge=0)  # default: the CPUs this process may use, at most 8

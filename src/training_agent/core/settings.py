@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=200.0, gt=1)
     # The API checks a dataset's layout from its zip's central directory before a run (and a GPU) is started.
     preflight: bool = True
-    max_bad_image_fraction: float = Field(default=0.05, ge=0, le=1)
+    # Unreadable images are skipped (and named in agent_logs) up to this share of a dataset's images.
+    max_bad_image_fraction: float = Field(default=0.01, ge=0, le=1)
+    # Byte-identical images in two splits (train/test leakage) fail the run instead of only a warning.
+    fail_on_split_leakage: bool = False
     upload_attempts: int = Field(default=3, ge=2)  # the first try plus at least one retry (Req 6.4)
     num_workers: int | None = Field(default=None, ge=0)  # default: the CPUs this process may use, at most 8
     device: Device = "auto"

@@ -172,16 +172,32 @@ def test_bytes_before_the_zip_and_a_comment(bucket: Bucket) -> None:
     assert _listed(bucket, data) == _zipfile_listing(data)
 
 
-def test_a_legacy_name_without_the_utf8_flag_is_decoded(bucket: Bucket) -> None:
-    info = zipfile.ZipInfo("train/cat/1.png")
-    data = bytearray(_zip([(info, b"x")]))
-    # Rewrite the name's bytes in the central directory as cp437 "é" (0x82) with no UTF-8 flag: what old
-    # Windows archivers write.
-    at = data.rindex(b"train/cat/1.png")
-    data[at + 7 : at + 8] = b"\x82"
-    members = _listed(bucket, bytes(data))
-    assert members[0].name.startswith("train/")
-    assert members[0].name != "train/cat/1.png"
+def _without_utf8_flag(data: bytes, name: bytes, replace: tuple[bytes, bytes] = (b"", b"")) -> bytes:
+    """The zip with the central directory entry of `name` rewritten as a legacy archiver writes it: the
+    UTF-8 flag cleared and, if asked, some of the name's bytes replaced (same length)."""
+    out = bytearray(data)
+    at = out.rindex(name)  # the central directory's copy (the local header's comes first)
+    entry = out.rindex(b"PK\x01\x02", 0, at)
+    flags = struct.unpack_from("<H", out, entry + 8)[0]
+    struct.pack_into("<H", out, entry + 8, flags & ~0x800)
+    out[at : at + len(name)] = name.replace(*replace)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("written", "replace", "expected"),
+    [
+        # UTF-8 bytes without the flag (macOS Archive Utility, Java): zipfile would read them as cp437.
+        ("train/猫/1.png", (b"", b""), "train/猫/1.png"),
+        # cp437 from an old Windows archiver: 0x82 is "é".
+        ("train/cat/1.png", (b"cat", b"c\x82t"), "train/cét/1.png"),
+    ],
+)
+def test_legacy_names_without_the_utf8_flag(
+    bucket: Bucket, written: str, replace: tuple[bytes, bytes], expected: str
+) -> None:
+    data = _without_utf8_flag(_zip([(written, b"x")]), written.encode(), replace)
+    assert [m.name for m in _listed(bucket, data)] == [expected]
 
 
 def _message(bucket: Bucket, data: bytes) -> str:

@@ -19,16 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from training_agent.core.datasets.members import Member
+from training_agent.core.datasets.names import UTF8_FLAG, decode_member_name
 from training_agent.core.errors import InvalidInputError, ObjectNotFoundError
 from training_agent.core.storage.objects import ObjectInfo
-
-try:  # TODO(listing): names.py lands beside this; until then zipfile's own reading of legacy names
-    from training_agent.core.datasets.names import decode_member_name  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover
-
-    def decode_member_name(raw: bytes) -> str:
-        return raw.decode("cp437")
-
 
 # The layouts of APPNOTE.TXT, section 4.3, little-endian.
 _EOCD = struct.Struct(
@@ -46,7 +39,6 @@ _ENTRY_SIG = b"PK\x01\x02"
 _LOCAL_HEADER_SIG = b"PK\x03\x04"
 _ZIP64_EXTRA = 0x0001
 _UNICODE_PATH_EXTRA = 0x7075  # Info-ZIP: a UTF-8 copy of a name stored in a legacy code page
-_UTF8_FLAG = 0x800
 _MAX_COMMENT = 0xFFFF
 
 # The first read: the EOCD with the longest comment a zip may carry, and enough before it that a dataset's
@@ -220,12 +212,10 @@ def _zip64_sizes(extra: bytes, compressed: int, size: int) -> tuple[int, int]:
 def _name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
     """The member's '/'-separated path: UTF-8 when the flag says so, the Info-ZIP Unicode Path field when
     it belongs to this name, else what names.py makes of bytes in an unknown encoding."""
-    if flags & _UTF8_FLAG:
-        name = raw.decode("utf-8", errors="replace")
-    elif unicode_path is not None and _unicode_path_matches(unicode_path, raw):
+    if not flags & UTF8_FLAG and unicode_path is not None and _unicode_path_matches(unicode_path, raw):
         name = unicode_path[5:].decode("utf-8", errors="replace")
     else:
-        name = decode_member_name(raw)
+        name = decode_member_name(raw, flags)
     return name.split("\x00", 1)[0].replace("\\", "/")
 
 

@@ -55,6 +55,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "num_workers": 0,
         "device": "cpu",
         "log_every_steps": 1,
+        # Most API tests start projects whose dataset URL is a placeholder (gs://bucket/d.zip) that the
+        # pre-flight would refuse; tests of the pre-flight (and any that want it) pass preflight=True.
+        "preflight": False,
     }
     values.update(overrides)
     return Settings(**values)

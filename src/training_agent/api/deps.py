@@ -15,6 +15,7 @@ from training_agent.api.executors import Executor
 from training_agent.api.metrics import ApiMetrics
 from training_agent.core.records import RecordsStore
 from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -32,6 +33,14 @@ async def get_executor(request: Request) -> Executor:
     return executor
 
 
+async def get_storage(request: Request) -> ObjectStorage:
+    # One per app, made on first use: its GCS client (and credentials) are built once, not per request.
+    if getattr(request.app.state, "storage", None) is None:
+        request.app.state.storage = ObjectStorage(request.app.state.settings)
+    storage: ObjectStorage = request.app.state.storage
+    return storage
+
+
 async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
@@ -41,6 +50,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RecordsDep = Annotated[RecordsStore, Depends(get_records)]
 ExecutorDep = Annotated[Executor, Depends(get_executor)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 
 _bearer = HTTPBearer(auto_error=False, description="MCP_API_KEY, when the server has one set")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
+from training_agent.api import preflight
 from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailable
 from training_agent.api.executors import Executor
 from training_agent.api.executors.base import CANCELLED_ERROR_TYPE
@@ -22,6 +23,8 @@ from training_agent.core.runs import (
     progress_from_logs,
     run_name,
 )
+from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +56,10 @@ def _project(records: RecordsStore, project_id: UUID) -> Project:
 
 
 def start_training(
-    project_id: UUID, records: RecordsStore, executor: Executor, agent_name: str
+    project_id: UUID, records: RecordsStore, executor: Executor, settings: Settings, storage: ObjectStorage
 ) -> StartResponse:
-    """Requirement 1.1-1.5: check the project and its dataset, claim it, hand it to the executor."""
+    """Requirement 1.1-1.5: check the project and its dataset (the pre-flight), claim it, hand it to the
+    executor."""
     project = _project(records, project_id)
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
@@ -65,6 +69,10 @@ def start_training(
     dataset = records.latest_dataset(project_id)
     if dataset is None or not dataset.gcs_url:
         raise BadRequest(f"Project {project_id} has no dataset with a gcs_url; register its dataset first")
+    # Before the claim: a dataset the layout rules refuse fails the project here, and no run is created.
+    passed = preflight.check_dataset(
+        project, dataset.gcs_url, records=records, storage=storage, settings=settings
+    )
     name = run_name(project_id)
     claimed = claim_project(records, project_id, executor.name)
     if claimed is None:
@@ -72,7 +80,9 @@ def start_training(
         raise Conflict(
             f"Project {project_id} was just started by another request; see {status_url(project_id)}"
         )
-    log = AgentLog(records, project_id, agent_name)
+    log = AgentLog(records, project_id, settings.agent_name)
+    if passed is not None:
+        log.info(passed.message, **passed.details)
     log.info(
         INITIATED,
         run_name=name,

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Query
 
 from training_agent.api import service
 from training_agent.api.blocking import run_blocking
-from training_agent.api.deps import ExecutorDep, MetricsDep, RecordsDep, SettingsDep, require_api_key
+from training_agent.api.deps import (
+    ExecutorDep,
+    MetricsDep,
+    RecordsDep,
+    SettingsDep,
+    StorageDep,
+    require_api_key,
+)
 from training_agent.api.middleware import StrictJSONRoute
 from training_agent.api.schemas import (
     CancelResponse,
@@ -40,18 +47,27 @@ _AUTH: dict[int | str, dict[str, Any]] = {
     response_model=StartResponse,
     responses={
         **_AUTH,
-        400: {"model": ErrorResponse, "description": "Not in `pending_training`, or no dataset"},
+        400: {
+            "model": ErrorResponse,
+            "description": "Not in `pending_training`, no dataset, or a dataset the pre-flight refused "
+            "(the project is then `failed` with that reason)",
+        },
         404: {"model": ErrorResponse, "description": "No such project"},
         409: {"model": ErrorResponse, "description": "Another request started it first"},
-        503: {"model": ErrorResponse, "description": "Records store or executor unavailable"},
+        503: {"model": ErrorResponse, "description": "Records store, storage or executor unavailable"},
     },
 )
 async def start(
-    body: StartRequest, records: RecordsDep, executor: ExecutorDep, settings: SettingsDep, metrics: MetricsDep
+    body: StartRequest,
+    records: RecordsDep,
+    executor: ExecutorDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    metrics: MetricsDep,
 ) -> StartResponse:
     """Start training a project in `pending_training`; it moves to `training` and a run begins."""
     response = await run_blocking(
-        service.start_training, body.project_id, records, executor, settings.agent_name
+        service.start_training, body.project_id, records, executor, settings, storage
     )
     metrics.runs_started.labels(executor=executor.name).inc()
     return response

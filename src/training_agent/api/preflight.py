@@ -1,0 +1,111 @@
+"""The pre-flight: the layout half of the data gate, run by the start route before a run is accepted.
+
+On Kubernetes a bad dataset must not hold a GPU node while a trainer discovers it is bad. So before the
+project is claimed, the API reads the dataset zip's member listing from its central directory — a stat and
+one to three ranged reads of the object's end, never the images (core/datasets/listing.py) — and runs the
+layout rules the trainer runs (core/datasets/layout.py) on it: splits, classes, counts, extensions, sizes and
+the compression ratio. A dataset they refuse fails the project there, so no trainer process, TrainingRun or
+Job is ever created for it. The trainer still unpacks and decodes every image (the decode half).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from training_agent.api.errors import BadRequest, Unavailable
+from training_agent.core.datasets.layout import DatasetPlan, plan_layout
+from training_agent.core.datasets.listing import list_zip_members
+from training_agent.core.datasets.members import Member
+from training_agent.core.errors import InvalidInputError, ObjectNotFoundError, StorageError
+from training_agent.core.logs import AgentLog
+from training_agent.core.records import ProjectStatus, RecordsStore
+from training_agent.core.records.models import Project, utcnow
+from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
+
+STEP = "preflight"
+ERROR_TYPE = "InvalidDataset"
+
+
+@dataclass(frozen=True)
+class Passed:
+    """What the start logs to `agent_logs` once the project is claimed."""
+
+    message: str
+    details: dict[str, Any]
+
+
+def check_dataset(
+    project: Project, dataset_url: str, *, records: RecordsStore, storage: ObjectStorage, settings: Settings
+) -> Passed | None:
+    """Check the dataset's layout from its listing. A dataset the rules refuse (or an object that does not
+    exist) fails the project and raises BadRequest with the reason; storage that cannot be read now raises
+    Unavailable and leaves the project as it was. None when TRAINING_AGENT_PREFLIGHT is off."""
+    if not settings.preflight:
+        return None
+    started = time.perf_counter()
+    try:
+        members = list_zip_members(storage, dataset_url)
+        plan = plan_layout(
+            members,
+            max_files=settings.max_dataset_files,
+            max_bytes=settings.max_dataset_bytes,
+            max_ratio=settings.max_compression_ratio,
+            allow_missing_val=_carves_val(project),
+        )
+    except ObjectNotFoundError as exc:  # the record points at nothing: no retry can help
+        message = f"The dataset object {dataset_url} does not exist; upload it or fix the dataset's gcs_url"
+        raise _refuse(records, project, message, settings.agent_name) from exc
+    except InvalidInputError as exc:
+        raise _refuse(records, project, str(exc), settings.agent_name) from exc
+    except StorageError as exc:
+        raise Unavailable(f"The dataset could not be read to check it, try again: {exc}") from exc
+    return _passed(plan, members, time.perf_counter() - started)
+
+
+def _carves_val(project: Project) -> bool:
+    """The training option `val_fraction` makes the trainer carve val/ out of train/ when it is missing."""
+    fraction = project.metadata.get("val_fraction")
+    return isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction > 0
+
+
+def _refuse(records: RecordsStore, project: Project, message: str, agent_name: str) -> BadRequest:
+    """Fail the project (`pending_training` → `failed`, compare-and-set) and say why in the answer."""
+    error = {
+        "message": message,
+        "type": ERROR_TYPE,
+        "step": STEP,
+        "traceback": None,
+        "failed_at": utcnow().isoformat(),
+    }
+    moved = records.transition_project(
+        project.id,
+        from_status=ProjectStatus.PENDING_TRAINING.value,
+        to_status=ProjectStatus.FAILED.value,
+        metadata_patch={"error": error},
+    )
+    if moved is not None:  # a concurrent start of the same bad dataset may have failed it first
+        AgentLog(records, project.id, agent_name).error(message, **error)
+    return BadRequest(message)
+
+
+def _passed(plan: DatasetPlan, members: list[Member], seconds: float) -> Passed:
+    images = plan.summary()["images"]
+    counts = ", ".join(f"{images[split]:,} {split}" for split in ("train", "val", "test") if split in images)
+    uncompressed = sum(m.size for m in members)
+    milliseconds = round(seconds * 1000)
+    message = (
+        f"Dataset pre-flight passed: {len(plan.classes)} classes, {counts} images, "
+        f"{uncompressed / 1e6:,.1f} MB uncompressed, in {milliseconds} ms"
+    )
+    details = {
+        **plan.summary(),
+        "step": STEP,
+        "members": len(members),
+        "uncompressed_bytes": uncompressed,
+        "compressed_bytes": sum(m.compressed_size for m in members),
+        "duration_ms": milliseconds,
+    }
+    return Passed(message, details)

@@ -224,7 +224,7 @@ def _children(entries: Sequence[Entry], prefix: tuple[str, ...]) -> tuple[list[s
 def _find_splits(entries: Sequence[Entry]) -> tuple[tuple[str, ...], dict[str, str]]:
     """The wrapping folders (none, one or two) and the split folders inside them."""
     prefix: tuple[str, ...] = ()
-    for _ in range(MAX_WRAPPERS + 1):
+    for depth in range(MAX_WRAPPERS + 1):
         folders, files = _children(entries, prefix)
         found: dict[str, list[str]] = {}
         for folder in folders:
@@ -239,7 +239,7 @@ def _find_splits(entries: Sequence[Entry]) -> tuple[tuple[str, ...], dict[str, s
                         f"The dataset has two {split} folders ({shown}); keep one of them", step=STEP
                     )
             return prefix, {split: found[split][0] for split in SPLITS if split in found}
-        if len(folders) != 1:
+        if len(folders) != 1 or depth == MAX_WRAPPERS:
             break
         prefix = (*prefix, folders[0])
     raise InvalidInputError(

@@ -5,7 +5,8 @@ macOS's Archive Utility, Java's and many scripts write UTF-8 without setting the
 Chinese or Japanese locale writes GBK or Shift-JIS. Read in the wrong code page, `猫/1.jpg` becomes
 `τîê/1.jpg` and class names stop matching between splits. So the raw bytes are read, in this order, as:
 
-1. UTF-8, when they are valid UTF-8 (for non-ASCII text a chance match is very unlikely);
+1. UTF-8, when they are valid UTF-8 (for non-ASCII text a chance match is unlikely; where it happens, a
+   Chinese or Japanese pair reads as one Latin letter, so step 2 is tried on UTF-8 that is only Latin);
 2. Shift-JIS or GBK, when they decode cleanly into a plausible Japanese or Chinese name: CJK characters
    among ASCII, at least one of them in everyday use (kana, JIS level 1 kanji, GB2312 hanzi), and none
    right beside a Latin letter (a Western name misread gives such mixtures: `château` → `chツeau`);
@@ -17,15 +18,19 @@ it back to cp437 recovers the bytes exactly.
 
 from __future__ import annotations
 
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 
 UTF8_FLAG = 0x800
+UNICODE_PATH_EXTRA = 0x7075  # Info-ZIP: a UTF-8 copy of a name stored in a legacy code page
 
 
 def decode_member_name(info_or_raw: zipfile.ZipInfo | bytes, flag_bits: int = 0) -> str:
-    """The member's name as its writer meant it. `info_or_raw` is zipfile's ZipInfo (its own flag bits are
-    used) or the name's raw bytes from a central directory, with that entry's `flag_bits`."""
+    """The member's name as its writer meant it. `info_or_raw` is zipfile's ZipInfo (its own flag bits and
+    Info-ZIP Unicode Path field are used) or the name's raw bytes from a central directory, with that
+    entry's `flag_bits`."""
     if isinstance(info_or_raw, zipfile.ZipInfo):
         info = info_or_raw
         if info.flag_bits & UTF8_FLAG:
@@ -34,6 +39,9 @@ def decode_member_name(info_or_raw: zipfile.ZipInfo | bytes, flag_bits: int = 0)
             raw = info.orig_filename.encode("cp437")
         except UnicodeEncodeError:  # decoded by zipfile with another metadata_encoding: keep its reading
             return info.orig_filename
+        unicode_path = _unicode_path(info.extra, raw)
+        if unicode_path is not None:
+            return unicode_path
     else:
         raw = info_or_raw
         if flag_bits & UTF8_FLAG:
@@ -41,12 +49,32 @@ def decode_member_name(info_or_raw: zipfile.ZipInfo | bytes, flag_bits: int = 0)
     return decode_legacy(raw)
 
 
+def _unicode_path(extra: bytes, raw: bytes) -> str | None:
+    """The Info-ZIP Unicode Path field's name, when the field is there and belongs to these raw bytes."""
+    at = 0
+    while at + 4 <= len(extra):
+        header, length = struct.unpack_from("<2H", extra, at)
+        field = extra[at + 4 : at + 4 + length]
+        at += 4 + length
+        ours = len(field) > 5 and field[0] == 1 and struct.unpack_from("<L", field, 1)[0] == zlib.crc32(raw)
+        if header == UNICODE_PATH_EXTRA and ours:
+            return field[5:].decode("utf-8", errors="replace")
+    return None
+
+
 def decode_legacy(raw: bytes) -> str:
     """Bytes of unknown encoding → text, by the rules in the module's docstring."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        pass
+        text = None
+    # A GBK or Shift-JIS pair can happen to be valid UTF-8 for a Latin letter (猫 in GBK reads as è): when
+    # the UTF-8 reading has no more than Latin letters, a plausible CJK reading wins.
+    if text is not None and all(ord(c) < 0x250 for c in text):
+        cjk = _east_asian(raw) if not text.isascii() else None
+        return cjk if cjk is not None else text
+    if text is not None:
+        return text
     cjk = _east_asian(raw)
     return cjk if cjk is not None else raw.decode("cp437")
 

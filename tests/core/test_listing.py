@@ -8,6 +8,7 @@ import io
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,19 @@ def test_legacy_names_without_the_utf8_flag(
 ) -> None:
     data = _without_utf8_flag(_zip([(written, b"x")]), written.encode(), replace)
     assert [m.name for m in _listed(bucket, data)] == [expected]
+
+
+def test_the_info_zip_unicode_path_field_names_a_legacy_member(bucket: Bucket) -> None:
+    # Info-ZIP writes a stand-in name in the legacy field ("?" for what the code page lacks) and the real
+    # one, in UTF-8, in extra field 0x7075, tied to the stand-in by its CRC-32.
+    info = zipfile.ZipInfo("train/?/1.png")
+    real = "train/猫/1.png".encode()
+    payload = b"\x01" + struct.pack("<L", zlib.crc32(info.filename.encode())) + real
+    info.extra = struct.pack("<2H", 0x7075, len(payload)) + payload
+    stale = zipfile.ZipInfo("train/?/2.png")
+    stale.extra = info.extra  # a field whose CRC is another name's is not this member's
+    data = _zip([(info, b"x"), (stale, b"y")])
+    assert [m.name for m in _listed(bucket, data)] == ["train/猫/1.png", "train/?/2.png"]
 
 
 def _message(bucket: Bucket, data: bytes) -> str:

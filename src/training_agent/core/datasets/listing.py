@@ -173,10 +173,11 @@ def _parse_directory(data: bytes, entries: int) -> list[Member]:
         if at > len(data):
             break
         raw = data[name_at:extra_at]
-        extras = _extras(data[extra_at : extra_at + extra_len])
-        compressed, size = _zip64_sizes(extras.get(_ZIP64_EXTRA, b""), compressed, size)
+        extras = _extras(data[extra_at : extra_at + extra_len]) if extra_len else {}
+        if _ZIP64_EXTRA in extras:
+            compressed, size = _zip64_sizes(extras[_ZIP64_EXTRA], compressed, size)
         name = _name(raw, flags, extras.get(_UNICODE_PATH_EXTRA))
-        members.append(Member(name=name, size=size, compressed_size=compressed, is_dir=name.endswith("/")))
+        members.append(Member(name, size, compressed, name.endswith("/")))
     # The declared count is not checked: writers without ZIP64 store it modulo 65,536 (zipfile ignores it
     # too); every byte of the directory being a whole entry is what says it was read right.
     if at != len(data):
@@ -214,6 +215,8 @@ def _name(raw: bytes, flags: int, unicode_path: bytes | None) -> str:
     it belongs to this name, else what names.py makes of bytes in an unknown encoding."""
     if not flags & UTF8_FLAG and unicode_path is not None and _unicode_path_matches(unicode_path, raw):
         name = unicode_path[5:].decode("utf-8", errors="replace")
+    elif raw.isascii():  # every encoding names.py weighs reads ASCII alike: the common case, kept cheap
+        name = raw.decode("ascii")
     else:
         name = decode_member_name(raw, flags)
     return name.split("\x00", 1)[0].replace("\\", "/")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.datasets import DatasetFactory, layout_members, png_bytes
 from training_agent.core.errors import InvalidInputError
-from training_agent.trainer.dataset_checks import find_root, inspect_dataset
+from training_agent.trainer.dataset_checks import inspect_dataset
 from training_agent.trainer.fetch import extract_zip
 
-LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_files": 1000}
+LIMITS: dict[str, Any] = {"max_bytes": 10 * 1024 * 1024, "max_files": 1000}
 
 
 def test_extracts_a_valid_archive(tmp_path: Path, datasets: DatasetFactory) -> None:
@@ -49,7 +50,7 @@ def test_byte_limit_counts_what_is_written(
     tmp_path: Path, datasets: DatasetFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Declared sizes can lie; disable the declared check to show the streaming check stops the write too.
-    monkeypatch.setattr("training_agent.trainer.fetch._check_declared_limits", lambda *a: None)
+    monkeypatch.setattr("training_agent.core.datasets.rules.check_archive", lambda *a, **k: None)
     with pytest.raises(InvalidInputError, match="more than 1,048,576 bytes"):
         extract_zip(datasets.bomb(megabytes=4), tmp_path / "out", max_bytes=1024 * 1024, max_files=1000)
     assert not (tmp_path / "out").exists()
@@ -74,25 +75,27 @@ def test_refuses_corrupt_archives(tmp_path: Path, datasets: DatasetFactory) -> N
 
 def test_finds_splits_inside_one_wrapping_folder(tmp_path: Path, datasets: DatasetFactory) -> None:
     archive = datasets.zip([*layout_members(prefix="flowers/"), ("__MACOSX/flowers/._x", b"junk")])
-    extract_zip(archive, tmp_path / "out", **LIMITS)
-    root = find_root(tmp_path / "out")
-    assert root == tmp_path / "out" / "flowers"
-    layout = inspect_dataset(root, max_bad_fraction=0)
+    plan = extract_zip(archive, tmp_path / "out", **LIMITS)
+    assert plan.root == "flowers/"
+    # Unpacked under the canonical split names; the junk is never written.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test", "train", "val"]
+    layout = inspect_dataset(tmp_path / "out", plan, max_bad_fraction=0)
     assert layout.classes == ["cat", "dog"]
     assert layout.counts == {s: {"cat": 3, "dog": 3} for s in ("train", "val", "test")}
 
 
 def test_hidden_files_are_ignored(tmp_path: Path, datasets: DatasetFactory) -> None:
     archive = datasets.zip(
-        [*layout_members(), ("train/cat/.DS_Store", b"x"), ("train/.hidden/1.png", png_bytes())]
+        [*layout_members(), ("train/cat/.DS_Store", b"x"), ("train/cat/.hidden.png", b"x")]
     )
-    extract_zip(archive, tmp_path / "out", **LIMITS)
-    layout = inspect_dataset(find_root(tmp_path / "out"), max_bad_fraction=0)
+    plan = extract_zip(archive, tmp_path / "out", **LIMITS)
+    layout = inspect_dataset(tmp_path / "out", plan, max_bad_fraction=0)
     assert layout.classes == ["cat", "dog"] and layout.skipped == []
+    assert not (tmp_path / "out" / "train" / "cat" / ".DS_Store").exists()
 
 
 def test_no_train_folder_lists_what_was_found(tmp_path: Path, datasets: DatasetFactory) -> None:
     archive = datasets.zip([("images/a.png", png_bytes()), ("labels/a.txt", b"cat")])
-    extract_zip(archive, tmp_path / "out", **LIMITS)
     with pytest.raises(InvalidInputError, match=r"no train/ folder \(found: images, labels\)"):
-        find_root(tmp_path / "out")
+        extract_zip(archive, tmp_path / "out", **LIMITS)
+    assert not (tmp_path / "out").exists()

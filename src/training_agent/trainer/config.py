@@ -35,6 +35,9 @@ class TrainingConfig(BaseModel):
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     # Weight each class's loss by the inverse of its share of the training split (imbalanced data).
     class_weighted_loss: bool = False
+    # A dataset without val/: carve this share of each class's training images out as the validation split
+    # (stratified, seeded). Unset, a missing val/ is refused.
+    val_fraction: float | None = Field(default=None, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _step_size_needs_step_schedule(self) -> TrainingConfig:

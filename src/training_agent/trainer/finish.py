@@ -88,6 +88,7 @@ def model_metadata(
         **run_metrics,
         "device": device.type,
         "dataset": layout.summary(),
+        "dataset_checks": layout.checks(),
         "run_id": ctx.run_id,
         "attempt": attempt,
         "versions": {

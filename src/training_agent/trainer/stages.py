@@ -13,6 +13,7 @@ from uuid import UUID
 
 import torch
 
+from training_agent.core.datasets.layout import DatasetPlan, plan_layout
 from training_agent.core.errors import ConfigurationError, InvalidInputError
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, RecordsStore
@@ -21,9 +22,9 @@ from training_agent.core.storage import ObjectStorage
 from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
-from training_agent.trainer.dataset_checks import DatasetLayout, find_root, inspect_dataset
+from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, inspect_dataset
 from training_agent.trainer.engine import FitOptions, Fitter, evaluate
-from training_agent.trainer.fetch import download_dataset, extract_zip
+from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
 from training_agent.trainer.identity import dataset_identity, run_identity
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.metrics import classification_report, confusion_matrix
@@ -47,6 +48,8 @@ class RunContext:
     stop: StopSignal
     step: str = "load_project"
     checkpoints: Checkpoints | None = field(default=None)
+    config: TrainingConfig | None = field(default=None)  # set by load_config
+    plan: DatasetPlan | None = field(default=None)  # the dataset's layout, set by fetch
 
     def enter(self, step: str) -> None:
         """Begin `step`; a stop asked for from another thread (the lease was lost) is honoured here."""
@@ -76,32 +79,50 @@ def load_config(ctx: RunContext, project: Project) -> tuple[TrainingConfig, str]
     ctx.enter("validate_config")
     config = TrainingConfig.from_metadata(project.metadata)
     check_model_name(config.preferred_model)
+    ctx.config = config
     return config, dataset.gcs_url
 
 
 # -- fetch and gate -----------------------------------------------------------------------------------------
 def fetch(ctx: RunContext, url: str) -> dict[str, Any]:
-    """Download and unpack the dataset into the run's folder; returns the dataset object's identity."""
+    """Download the dataset, read its layout from the zip's listing (the layout half of the gate) and unpack
+    the planned images into the run's folder as train/val/test; returns the dataset object's identity."""
     ctx.enter("download")
     identity = dataset_identity(ctx.storage, url)
     archive = download_dataset(ctx.storage, url, ctx.owner.work_dir)
     ctx.log.info("Dataset downloaded", url=url, bytes=archive.stat().st_size)
     ctx.enter("extract")
-    extract_zip(
-        archive,
-        ctx.owner.work_dir / "data",
-        max_bytes=ctx.settings.max_dataset_bytes,
-        max_files=ctx.settings.max_dataset_files,
-    )
+    settings = ctx.settings
+    limits = {"max_files": settings.max_dataset_files, "max_bytes": settings.max_dataset_bytes}
+    with open_dataset(archive, **limits, max_ratio=settings.max_compression_ratio) as dataset:
+        if dataset.unwrapped:
+            ctx.log.info(f"The dataset zip holds only {dataset.unwrapped}: unpacking that zip instead")
+        ctx.enter("validate_dataset")
+        ctx.plan = plan = plan_layout(
+            dataset.members,
+            **limits,
+            max_ratio=settings.max_compression_ratio,
+            allow_missing_val=ctx.config is not None and ctx.config.val_fraction is not None,
+        )
+        ctx.log.info(f"Dataset layout: read {plan.split_mapping()}", **plan.summary())
+        ctx.enter("extract")
+        extract_planned(dataset, plan, ctx.owner.work_dir / "data", max_bytes=settings.max_dataset_bytes)
     archive.unlink()
     return identity
 
 
 def gate(ctx: RunContext) -> DatasetLayout:
-    """Splits, classes and readable images, or a clear refusal."""
+    """Every image decoded once, the validation split carved if asked, leakage looked for."""
     ctx.enter("validate_dataset")
+    assert ctx.plan is not None, "fetch comes first"
+    config = ctx.config or TrainingConfig()
     layout = inspect_dataset(
-        find_root(ctx.owner.work_dir / "data"), max_bad_fraction=ctx.settings.max_bad_image_fraction
+        ctx.owner.work_dir / "data",
+        ctx.plan,
+        max_bad_fraction=ctx.settings.max_bad_image_fraction,
+        val_fraction=config.val_fraction,
+        seed=carve_seed(config.seed, ctx.run_id),
+        fail_on_leakage=ctx.settings.fail_on_split_leakage,
     )
     summary = layout.summary()
     ctx.log.info(
@@ -109,11 +130,11 @@ def gate(ctx: RunContext) -> DatasetLayout:
         + ", ".join(f"{split} {n} images" for split, n in summary["images"].items()),
         **summary,
     )
-    if layout.skipped:
-        ctx.log.warning(
-            f"Skipped {len(layout.skipped)} files that are not readable images",
-            skipped=[{"path": p, "reason": why} for p, why in layout.skipped[:100]],
-        )
+    for level, message, fields in layout.notes(config.val_fraction):
+        if level == "warning":
+            ctx.log.warning(message, **fields)
+        else:
+            ctx.log.info(message, **fields)
     return layout
 
 

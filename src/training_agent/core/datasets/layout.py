@@ -147,8 +147,7 @@ def plan_layout(
     `rules.RATIO_FLOOR_BYTES`; `allow_missing_val` (the training option `val_fraction` is set) accepts a zip
     without val/, whose validation split the trainer then carves out of train/.
     """
-    rules.check_archive(members, max_files=max_files, max_bytes=max_bytes, max_ratio=max_ratio)
-    entries = [rules.normalise(m) for m in members]
+    entries = rules.check_listing(members, max_files=max_files, max_bytes=max_bytes, max_ratio=max_ratio)
     ignored = _Ignored()
     kept = []
     for entry in entries:
@@ -156,7 +155,6 @@ def plan_layout(
             ignored.add("system", entry)
         else:
             kept.append(entry)
-    rules.check_names(kept)
     root, split_folders = _find_splits(kept)
     _check_missing_splits(root, split_folders, allow_missing_val)
     images: dict[str, dict[str, list[Entry]]] = {}

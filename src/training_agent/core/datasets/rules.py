@@ -64,6 +64,16 @@ def is_junk(entry: Entry) -> bool:
     return name.startswith("._") or name.casefold() in JUNK_FILES
 
 
+def check_listing(
+    members: Sequence[Member], *, max_files: int, max_bytes: int, max_ratio: float | None = None
+) -> list[Entry]:
+    """Every archive-level rule on a listing; returns its entries (junk included) for the layout."""
+    check_archive(members, max_files=max_files, max_bytes=max_bytes, max_ratio=max_ratio)
+    entries = [normalise(m) for m in members]
+    check_names(e for e in entries if not is_junk(e))
+    return entries
+
+
 def check_archive(
     members: Sequence[Member], *, max_files: int, max_bytes: int, max_ratio: float | None = None
 ) -> None:

@@ -1,5 +1,5 @@
-"""The dataset corpus (layouts.py): every listing through the pure `plan_layout`, every zip through the
-trainer's extraction and gate, and a few end to end on the embedded path.
+"""The dataset corpus: every listing (listings.py) through the pure `plan_layout`, every zip (layouts.py)
+through the trainer's extraction and gate, and a few end to end on the embedded path.
 
 Every refusal is one sentence that says what is wrong and what to do: no traceback, no exception repr, no
 folder of this machine; nothing is left half-written.
@@ -15,15 +15,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings, seed_project
-from tests.datasets_corpus.layouts import (
-    LISTINGS,
-    ZIPS,
-    Entry,
-    ZipCase,
-    dataset,
-    listing,
-    write_zip,
-)
+from tests.datasets_corpus.layouts import ZIPS, Entry, ZipCase, dataset, write_zip
+from tests.datasets_corpus.listings import LISTINGS, listing
 from tests.trainer.test_pipeline import run
 from training_agent.core.datasets.layout import DatasetPlan, plan_layout
 from training_agent.core.datasets.names import decode_member_name

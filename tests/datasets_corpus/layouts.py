@@ -259,6 +259,11 @@ ZIPS: dict[str, ZipCase] = {
         _zip(lambda f: [*dataset(), Entry("train/cat/empty.png", b""), Entry("val/dog/fake.jpg", b"<html>")]),
         refused="2 of 26 files (7.7%) are not readable images, over the limit of 1.0%",
     ),
+    "decompression bomb": ZipCase(
+        _zip(lambda f: [*dataset(), Entry("train/cat/huge.png", image_bytes(0, 80, size=64))]),
+        refused="too large to decode safely (train/cat/huge.png: decompression bomb: 4096 pixels",
+        settings={"max_image_pixels": 1000},
+    ),
     "a whole class unreadable": ZipCase(
         _zip(
             lambda f: [

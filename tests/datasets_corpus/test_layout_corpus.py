@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.conftest import make_settings, seed_project
 from tests.datasets_corpus.layouts import ZIPS, Entry, ZipCase, dataset, write_zip
@@ -137,8 +138,10 @@ def _gate(case: ZipCase, archive: Path, dest: Path) -> DatasetLayout:
 
 
 @pytest.mark.parametrize("name", sorted(ZIPS))
-def test_zip_through_extraction_and_gate(tmp_path: Path, name: str) -> None:
+def test_zip_through_extraction_and_gate(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     case = ZIPS[name]
+    if "max_image_pixels" in case.settings:  # what the trainer's gate stage sets from the setting
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", case.settings["max_image_pixels"])
     (tmp_path / "zips").mkdir()
     archive = case.build(tmp_path / "zips")
     dest = tmp_path / "work" / "data"
@@ -257,8 +260,11 @@ def _project(tmp_path: Path, records: RecordsStore, case: ZipCase) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", E2E_ACCEPTED)
-def test_end_to_end_accepted(tmp_path: Path, records: RecordsStore, name: str) -> None:
+def test_end_to_end_accepted(
+    tmp_path: Path, records: RecordsStore, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case = ZIPS[name]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # the run sets it for the process
     settings = make_settings(tmp_path, **case.settings)
     project = _project(tmp_path, records, case)
     result = run(project.id, settings, records)
@@ -281,8 +287,11 @@ def test_end_to_end_accepted(tmp_path: Path, records: RecordsStore, name: str) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, c in ZIPS.items() if c.refused))
-def test_end_to_end_refused(tmp_path: Path, records: RecordsStore, name: str) -> None:
+def test_end_to_end_refused(
+    tmp_path: Path, records: RecordsStore, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case = ZIPS[name]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # the run sets it for the process
     settings = make_settings(tmp_path, **case.settings)
     project = _project(tmp_path, records, case)
     result = run(project.id, settings, records)

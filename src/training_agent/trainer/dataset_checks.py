@@ -1,7 +1,8 @@
 """The decode half of the data gate (Requirements 3.2-3.5), on what `fetch.py` unpacked from the layout's
 plan (`core/datasets/layout.py`): every planned image is fully decoded once (`images.check_image`), so
 nothing fails later in a DataLoader worker. Unreadable files are skipped and named while they stay under
-`TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION` and never empty a class; a missing val/ is carved out of train/
+`TRAINING_AGENT_MAX_BAD_IMAGE_FRACTION` and never empty a class (an image over Pillow's pixel limit, a
+decompression bomb, is refused outright); a missing val/ is carved out of train/
 when the training option `val_fraction` asks for it; byte-identical images in two splits are reported (or
 refused). What it returns is the exact list of samples the trainer will use.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from training_agent.core.datasets.layout import SPLITS, DatasetPlan
 from training_agent.core.datasets.rules import examples
 from training_agent.core.errors import InvalidInputError
-from training_agent.trainer.images import check_image
+from training_agent.trainer.images import PIXEL_LIMIT_SETTING, check_image
 
 __all__ = ["SPLITS", "DatasetLayout", "Sample", "carve_seed", "inspect_dataset"]
 
@@ -26,6 +27,7 @@ STEP = "validate_dataset"
 NAMED_UNREADABLE = 20  # a warning names this many unreadable files, then says how many more
 _DUPLICATE_EXAMPLES = 10
 _HASH_CHUNK = 1024 * 1024
+BOMB = "decompression bomb"  # how check_image's reason for an image over Pillow's pixel limit begins
 
 
 @dataclass
@@ -178,6 +180,13 @@ def _check_unreadable(
     skipped: list[tuple[str, str]],
     max_bad_fraction: float,
 ) -> None:
+    bombs = [(p, why) for p, why in skipped if why.startswith(BOMB)]
+    if bombs:
+        raise InvalidInputError(
+            f"The dataset holds {len(bombs)} image(s) too large to decode safely ({bombs[0][0]}: "
+            f"{bombs[0][1]}); remove them, or raise {PIXEL_LIMIT_SETTING} if they are genuine",
+            step=STEP,
+        )
     total = sum(len(names) for per_class in plan.images.values() for names in per_class.values())
     if total and len(skipped) / total > max_bad_fraction:
         shown = "; ".join(f"{p}: {why}" for p, why in skipped[:5])

@@ -26,6 +26,7 @@ from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, ins
 from training_agent.trainer.engine import FitOptions, Fitter, evaluate
 from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
 from training_agent.trainer.identity import dataset_identity, run_identity
+from training_agent.trainer.images import set_max_image_pixels
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.metrics import classification_report, confusion_matrix
 from training_agent.trainer.model import build_model, check_model_name
@@ -116,6 +117,7 @@ def gate(ctx: RunContext) -> DatasetLayout:
     ctx.enter("validate_dataset")
     assert ctx.plan is not None, "fetch comes first"
     config = ctx.config or TrainingConfig()
+    set_max_image_pixels(ctx.settings.max_image_pixels)  # before any decode; DataLoader workers inherit it
     layout = inspect_dataset(
         ctx.owner.work_dir / "data",
         ctx.plan,

@@ -96,17 +96,26 @@ class Serve:
             return self.proc.wait(timeout=10)
 
 
-def trainer_pids(project_id: UUID) -> list[int]:
-    """Live trainer processes of the project (orphans of a killed server included), from /proc."""
+def _pids_with(needle: bytes, file: str) -> list[int]:
+    """Live processes whose /proc/<pid>/<file> (cmdline, environ) holds `needle`; never this one."""
     pids = []
-    needle = f"--project-id\0{project_id}".encode()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if needle in (entry / "cmdline").read_bytes():
+            if needle in (entry / file).read_bytes():
                 pids.append(int(entry.name))
     return pids
+
+
+def trainer_pids(project_id: UUID) -> list[int]:
+    """Live trainer processes of the project (orphans of a killed server included)."""
+    return _pids_with(f"--project-id\0{project_id}".encode(), "cmdline")
+
+
+def world_pids(world: World) -> list[int]:
+    """Live processes started on the World's stores: its servers and their trainers, orphans included."""
+    return _pids_with(f"TRAINING_AGENT_DATA_DIR={world.settings.data_dir}\0".encode(), "environ")
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
@@ -131,18 +140,13 @@ def servers(world: World) -> Iterator[Callable[..., Serve]]:
     yield start
     for serve in started:
         serve.stop()
-    for project in (
-        world.records.projects_in_status("training")
-        + world.records.projects_in_status("failed")
-        + world.records.projects_in_status("pending_evaluation")
-    ):
-        for pid in trainer_pids(project.id):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    for pid in world_pids(world):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def started_and_killed(servers: Callable[..., Serve], project: Project, fault: str) -> None:
-    """A server with the fault takes the project's start and dies at `fault`; a new one starts."""
+    """A server with the fault takes the project's start and dies at `fault` before it answers."""
     first = servers(fault=fault)
     wait_until(first.ready, "the first server ready")
     assert first.request("POST", START, json={"project_id": str(project.id)}) is None
@@ -188,6 +192,7 @@ def test_killed_after_spawning_the_trainer_it_is_adopted(world: World, servers: 
     second = servers()
     wait_until(second.ready, "the second server ready")
     assert f"Adopting the running trainer of project {project.id} (pid {orphan})" in second.log()
+    assert {second.proc.pid, orphan} <= set(world_pids(world))  # what the teardown would kill
 
     def run_phase() -> str:
         response = second.request("GET", f"/agents/training/status/{project.id}")
@@ -220,9 +225,9 @@ def test_killed_between_cancel_and_signal_the_trainer_stops_itself(
     )
     assert first.request("DELETE", f"/agents/training/{project.id}") is None
     wait_until(first.killed, "the server killed at cancel_failed", timeout_s=10)
-    second = servers()  # a supervisor restarts it at once, while the orphan may still run
-    wait_until(second.ready, "the second server ready")
     wait_until(lambda: not trainer_pids(project.id), "the orphaned trainer gone", timeout_s=60)
+    second = servers()  # (a restart while the orphan still runs: the next test)
+    wait_until(second.ready, "the second server ready")
     stored = project_of(world, project)
     assert stored.status == "failed"
     assert (stored.metadata["error"]["message"], stored.metadata["error"]["type"]) == (
@@ -232,5 +237,43 @@ def test_killed_between_cancel_and_signal_the_trainer_stops_itself(
     assert any("the run had ended meanwhile (cancelled or reaped)" in m for m in messages(world, project))
     assert not any(m.startswith("Epoch 60/") for m in messages(world, project))
     assert world.records.list_models(project.id) == []
+    assert second.stop() == 0
+    world.assert_settled(project)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product race (core/sweep.py, core/storage/local.py): the new server's start-up sweep removes the "
+    "files of a run whose trainer still lives (its project already failed); the trainer's next checkpoint "
+    "upload then fails its generation precondition and the local bucket keeps the folders it made for it",
+)
+def test_restarted_while_the_cancelled_trainer_still_runs(
+    world: World, servers: Callable[..., Serve]
+) -> None:
+    """The same fault, but the new server starts before the orphaned trainer has noticed the cancel (it is
+    held with SIGSTOP until the new server is up, as a busy machine would hold it): the new server's
+    start-up sweep and the trainer's own stop then both work on the run's files."""
+    project = seed_project(
+        world.records, world.dataset, metadata={**METADATA, "epochs": 60}, name="cats/dogs"
+    )
+    first = servers(fault="cancel_failed")
+    wait_until(first.ready, "the first server ready")
+    response = first.request("POST", START, json={"project_id": str(project.id)})
+    assert response is not None and response.status_code == 200, response
+    wait_until(
+        lambda: any(m.startswith("Epoch 1/") for m in messages(world, project)), "epoch 1", timeout_s=120
+    )
+    [orphan] = trainer_pids(project.id)
+    os.kill(orphan, signal.SIGSTOP)
+    try:
+        assert first.request("DELETE", f"/agents/training/{project.id}") is None
+        wait_until(first.killed, "the server killed at cancel_failed", timeout_s=10)
+        second = servers()
+        wait_until(second.ready, "the second server ready")
+    finally:
+        os.kill(orphan, signal.SIGCONT)
+    wait_until(lambda: not trainer_pids(project.id), "the orphaned trainer gone", timeout_s=60)
+    stored = project_of(world, project)
+    assert (stored.status, stored.metadata["error"]["type"]) == ("failed", "Cancelled")
     assert second.stop() == 0
     world.assert_settled(project)

@@ -52,9 +52,11 @@ pytestmark = pytest.mark.faults
 
 IMAGE = "registry.example/trainer:1.0"
 BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
-# The controller's lease: longer than a trainer takes to start and send its first beat here (torch's import
-# on a busy 2-core machine), so that only the node-lost case, which shortens it, is reaped by the lease.
-CONTROLLER_LEASE_S = 30.0
+# The controller's lease (the default): far longer than a trainer takes to start and send its first beat
+# here (torch's import on a busy 2-core machine), so that only the node-lost case is reaped by a lease, its
+# own short one (the trainers beat every half second).
+CONTROLLER_LEASE_S = 60.0
+NODE_LOST_LEASE_S = 5.0
 
 
 @pytest.fixture
@@ -237,7 +239,7 @@ async def test_node_lost_the_lease_reaps_the_run(
     """SIGKILL after the first epoch's checkpoint, and nobody reports it (the node is gone; the pod still
     reads Running): the controller reaps the run when its lease runs out — project failed, Job deleted,
     checkpoint removed."""
-    api, settings = await control_plane(lease_s=3.0)
+    api, settings = await control_plane(lease_s=NODE_LOST_LEASE_S)
     k8s_api = api_client(settings)
     project = world.project()
     name = await accepted(api, cluster, project)
@@ -313,6 +315,7 @@ async def test_api_killed_between_the_claim_and_the_trainingrun(
         "TRAINING_AGENT_KUBECONFIG": str(kubeconfig),
         "TRAINING_AGENT_NAMESPACE": NAMESPACE,
         "TRAINING_AGENT_TRAINER_IMAGE": IMAGE,
+        "TRAINING_AGENT_RUN_LEASE_SECONDS": "2",  # the grace before a lost start is failed
     }
     project = world.project()
     servers = [Serve(world, fault="claimed", **env)]

@@ -35,6 +35,10 @@ pytestmark = pytest.mark.faults
 SERVER_HOOKS = Path(__file__).parent / "server_hooks"
 # bf16 autocast's first steps on a CPU cost seconds of kernel warm-up; no fault here depends on the precision.
 FAST_TRAINER = {"TRAINING_AGENT_PRECISION": "fp32"}
+# No case here waits for a lease to run out: a lease long enough that a busy 2-core machine (a slow beat, a
+# locked SQLite file) never gets a live trainer reaped, and short enough that a cancelled run's trainer
+# notices within a couple of seconds (it beats every quarter lease).
+SERVER_ENV = {**FAST_TRAINER, "TRAINING_AGENT_RUN_LEASE_SECONDS": "8"}
 START = "/agents/training/start"
 LOST_BEFORE_START = (
     "The training process was lost when the server stopped (not started yet); start the project again"
@@ -47,7 +51,7 @@ class Serve:
     def __init__(self, world: World, *, fault: str = "", **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = world.env(TRAINING_AGENT_API_PORT=str(self.port), **FAST_TRAINER, **env)
+        full_env = world.env(**{"TRAINING_AGENT_API_PORT": str(self.port), **SERVER_ENV, **env})
         if fault:
             path = os.pathsep.join([str(SERVER_HOOKS), full_env.get("PYTHONPATH", "")])
             full_env |= {"PYTHONPATH": path, "SERVER_FAULT_AT": fault}

@@ -245,12 +245,6 @@ def test_killed_between_cancel_and_signal_the_trainer_stops_itself(
     world.assert_settled(project)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product race (core/sweep.py, core/storage/local.py): the new server's start-up sweep removes the "
-    "files of a run whose trainer still lives (its project already failed); the trainer's next checkpoint "
-    "upload then fails its generation precondition and the local bucket keeps the folders it made for it",
-)
 def test_restarted_while_the_cancelled_trainer_still_runs(
     world: World, servers: Callable[..., Serve]
 ) -> None:

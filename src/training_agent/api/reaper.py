@@ -23,8 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from training_agent.api.executors import Executor
-from training_agent.api.executors.processes import signal_trainer, wait_gone
 from training_agent.core.lease import fail_run, lease_expired, lease_message, run_of
+from training_agent.core.processes import signal_trainer, wait_gone
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage

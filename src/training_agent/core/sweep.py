@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import socket
 from pathlib import Path
 from uuid import UUID
 
-from training_agent.core.lease import run_id_of
-from training_agent.core.records import ProjectStatus, RecordsStore
+from training_agent.core.lease import run_id_of, run_of
+from training_agent.core.processes import pid_runs_project
+from training_agent.core.records import Project, ProjectStatus, RecordsStore
 from training_agent.core.runs import run_name
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
@@ -65,12 +67,23 @@ def _remove_tree(folder: Path) -> int:
 
 
 def _live(records: RecordsStore, project_id: UUID, run_id: str, cache: dict[UUID, str | None]) -> bool:
-    """Whether (project, run) is the project's current run and still `training`."""
+    """Whether (project, run) is the project's current run and still `training` — or its trainer still
+    lives on this host (a cancelled run's trainer stops by itself at its next step, and cleans up then:
+    its files must not vanish under it)."""
     if project_id not in cache:
         project = records.get_project(project_id)
-        training = project is not None and project.status == ProjectStatus.TRAINING.value
-        cache[project_id] = run_id_of(project) if training and project is not None else None
+        cache[project_id] = run_id_of(project) if project is not None and _running(project) else None
     return cache[project_id] == run_id
+
+
+def _running(project: Project) -> bool:
+    if project.status == ProjectStatus.TRAINING.value:
+        return True
+    run = run_of(project)
+    pid = run.get("pid")
+    return (
+        isinstance(pid, int) and run.get("host") == socket.gethostname() and pid_runs_project(pid, project.id)
+    )
 
 
 def sweep_ended(settings: Settings, records: RecordsStore, storage: ObjectStorage) -> int:

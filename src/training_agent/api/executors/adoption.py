@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from training_agent.api.executors.processes import pid_runs_project
 from training_agent.core.lease import fail_run, run_of
+from training_agent.core.processes import pid_runs_project
 from training_agent.core.records import ProjectStatus, RecordsStore
 
 logger = logging.getLogger(__name__)

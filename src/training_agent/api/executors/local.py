@@ -26,10 +26,10 @@ from uuid import UUID
 
 from training_agent.api.executors.adoption import LiveTrainer, left_behind
 from training_agent.api.executors.base import CANCELLED_ERROR_TYPE, Executor, OnFinish
-from training_agent.api.executors.processes import pid_runs_project, signal_trainer
 from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.lease import fail_run, run_id_of, update_run
 from training_agent.core.logs import AgentLog
+from training_agent.core.processes import pid_runs_project, signal_trainer
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import utcnow
 from training_agent.core.runs import RunInfo, RunPhase, run_name

@@ -60,7 +60,12 @@ class ObjectStorage:
         parsed = parse_url(url)
         if isinstance(parsed, GcsURL):
             return self.gcs.upload(src, parsed, metadata=metadata, if_generation_match=if_generation_match)
-        return local.upload(src, parsed.path, metadata=metadata, if_generation_match=if_generation_match)
+        try:
+            return local.upload(src, parsed.path, metadata=metadata, if_generation_match=if_generation_match)
+        except PreconditionFailedError:
+            # Refused: the folders made for it must not stay behind (a bucket has no empty folders).
+            local.remove_empty_parents(parsed.path.parent, self.settings.resolved_local_bucket_dir.resolve())
+            raise
 
     def stat(self, url: str) -> ObjectInfo | None:
         """The object's generation, size and metadata, or None when it does not exist."""

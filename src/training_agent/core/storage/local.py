@@ -121,10 +121,10 @@ def delete(path: Path, *, if_generation_match: int | None = None, root: Path | N
     path.unlink(missing_ok=True)
     _meta_path(path).unlink(missing_ok=True)
     if root is not None:
-        _remove_empty_parents(path.parent, root)
+        remove_empty_parents(path.parent, root)
 
 
-def _remove_empty_parents(folder: Path, root: Path) -> None:
+def remove_empty_parents(folder: Path, root: Path) -> None:
     while folder != root and root in folder.parents:
         try:
             folder.rmdir()

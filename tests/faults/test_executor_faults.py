@@ -25,7 +25,10 @@ START = "/agents/training/start"
 @pytest.fixture
 def client(world: World) -> Iterator[TestClient]:
     settings = make_settings(
-        world.tmp, run_lease_seconds=world.settings.run_lease_seconds, max_concurrent_runs=2
+        world.tmp,
+        run_lease_seconds=world.settings.run_lease_seconds,
+        max_concurrent_runs=2,
+        precision="fp32",  # no bf16 warm-up in the children (see World.env)
     )
     with TestClient(
         create_app(settings, records=world.records), raise_server_exceptions=False

@@ -39,6 +39,7 @@ BACKGROUND = (255, 255, 255)
 _HIGH_BIT_DEPTH = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def set_max_image_pixels(limit: int) -> None:
@@ -59,12 +60,16 @@ def open_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """An opened image (its current frame) as upright 8-bit RGB; decodes it fully."""
-    upright = ImageOps.exif_transpose(img)  # a loaded copy, turned by the EXIF orientation if it has one
+    """An opened image (its current frame) as upright 8-bit RGB, a new image; decodes it fully."""
+    turned = img.getexif().get(_ORIENTATION, 1) not in {1, None}
+    # Only a turned image needs exif_transpose's copy: one copy of a 12-megapixel photo less per image.
+    upright = ImageOps.exif_transpose(img) if turned else img
     if upright.mode in _HIGH_BIT_DEPTH:
         return _stretch_to_8_bits(upright)
     if upright.mode in _ALPHA_MODES or "transparency" in upright.info:
         return _on_background(upright.convert("RGBA"))
+    if upright.mode == "RGB" and turned:
+        return upright  # already a new image
     return upright.convert("RGB")
 
 

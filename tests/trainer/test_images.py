@@ -84,6 +84,13 @@ def test_exif_orientation_in_other_formats(tmp_path: Path, fmt: str) -> None:
     assert_upright(open_image(path), viewed)
 
 
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00not a tiff", exif_orientation(9)], ids=["damaged", "9"])
+def test_a_damaged_or_unknown_orientation_reads_as_stored(tmp_path: Path, exif: bytes) -> None:
+    path = write(tmp_path, "odd.jpg", encode(quadrants(), "JPEG", quality=95, exif=exif))
+    assert check_image(path) is None
+    assert_upright(open_image(path), quadrants())
+
+
 def test_a_draft_decode_is_upright_and_at_least_the_asked_size(tmp_path: Path) -> None:
     viewed = quadrants(240, 160).resize((480, 320))
     path = write(tmp_path, "big.jpg", with_orientation(viewed, 8))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,12 @@ class DatasetLayout:
         }
 
 
+def _inspect_file(path: Path) -> tuple[str | None, bytes]:
+    """Why the image is unreadable (None: it decodes whole), and its content hash."""
+    problem = check_image(path)
+    return problem, b"" if problem else _digest(path)
+
+
 def inspect_dataset(
     root: Path,
     plan: DatasetPlan,
@@ -106,6 +113,7 @@ def inspect_dataset(
     val_fraction: float | None = None,
     seed: int = 0,
     fail_on_leakage: bool = False,
+    workers: int = 1,
 ) -> DatasetLayout:
     """Decode every planned image under `root` (as `fetch.extract_planned` wrote them); skip unreadable ones
     unless there are too many or a class would be left empty; carve val/ when asked; look for leakage."""
@@ -114,18 +122,23 @@ def inspect_dataset(
     names: dict[Path, str] = {}  # path -> the member's name in the zip, for messages
     digests: dict[Path, bytes] = {}
     skipped: list[tuple[str, str]] = []
-    for split, per_class in plan.images.items():
-        samples[split] = []
-        for index, cls in enumerate(classes):
-            for member in per_class[cls]:
-                path = root / plan.destination(member)
-                problem = check_image(path)
-                if problem:
-                    skipped.append((member, problem))
-                    continue
-                samples[split].append((path, index))
-                names[path] = member
-                digests[path] = _digest(path)
+    planned = [
+        (split, index, member, root / plan.destination(member))
+        for split, per_class in plan.images.items()
+        for index, cls in enumerate(classes)
+        for member in per_class[cls]
+    ]
+    # Pillow's decoders and hashlib release the GIL: threads decode on every core the run may use.
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        results = list(pool.map(_inspect_file, [path for *_, path in planned]))
+    samples.update({split: [] for split in plan.images})
+    for (split, index, member, path), (problem, digest) in zip(planned, results, strict=True):
+        if problem:
+            skipped.append((member, problem))
+            continue
+        samples[split].append((path, index))
+        names[path] = member
+        digests[path] = digest
     _check_unreadable(plan, samples, skipped, max_bad_fraction)
     val_split = None
     if plan.missing_val and val_fraction is not None:

@@ -17,7 +17,7 @@ from training_agent.core.datasets.layout import DatasetPlan, plan_layout
 from training_agent.core.errors import ConfigurationError, InvalidInputError
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, RecordsStore
-from training_agent.core.settings import Settings
+from training_agent.core.settings import Settings, cpu_count
 from training_agent.core.storage import ObjectStorage
 from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
@@ -125,6 +125,7 @@ def gate(ctx: RunContext) -> DatasetLayout:
         val_fraction=config.val_fraction,
         seed=carve_seed(config.seed, ctx.run_id),
         fail_on_leakage=ctx.settings.fail_on_split_leakage,
+        workers=cpu_count(),
     )
     summary = layout.summary()
     ctx.log.info(

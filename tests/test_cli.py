@@ -83,7 +83,8 @@ def test_demo_reports_a_failed_run(tmp_path: Path, datasets: DatasetFactory) -> 
     assert done.returncode == EXIT_INVALID_INPUT
     summary = json.loads(done.stdout)
     assert summary["status"] == "failed" and summary["model_url"] is None
-    assert summary["error"]["step"] == "extract" and "not a zip archive" in summary["error"]["message"]
+    # Refused by the start's pre-flight, before any trainer was started.
+    assert summary["error"]["step"] == "preflight" and "not a zip archive" in summary["error"]["message"]
 
 
 def test_train_command(tmp_path: Path, datasets: DatasetFactory) -> None:

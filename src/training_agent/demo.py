@@ -135,6 +135,9 @@ def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         started = client.post("/agents/training/start", json={"project_id": str(project_id)})
         if started.status_code != 200:
+            refused = client.get(f"/agents/training/status/{project_id}", params={"limit": 0})
+            if refused.status_code == 200 and refused.json()["status"] == ProjectStatus.FAILED.value:
+                return  # refused by the start's pre-flight: the project's error says why
             raise DemoError(
                 f"The API refused the start ({started.status_code}): {started.json().get('detail')}"
             )

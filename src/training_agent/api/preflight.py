@@ -18,7 +18,12 @@ from training_agent.api.errors import BadRequest, Unavailable
 from training_agent.core.datasets.layout import DatasetPlan, plan_layout
 from training_agent.core.datasets.listing import list_zip_members
 from training_agent.core.datasets.members import Member
-from training_agent.core.errors import InvalidInputError, ObjectNotFoundError, StorageError
+from training_agent.core.errors import (
+    EXIT_INVALID_INPUT,
+    InvalidInputError,
+    ObjectNotFoundError,
+    StorageError,
+)
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.records.models import Project, utcnow
@@ -77,6 +82,7 @@ def _refuse(records: RecordsStore, project: Project, message: str, agent_name: s
         "message": message,
         "type": ERROR_TYPE,
         "step": STEP,
+        "exit_code": EXIT_INVALID_INPUT,  # what the trainer would have exited with on the same dataset
         "traceback": None,
         "failed_at": utcnow().isoformat(),
     }

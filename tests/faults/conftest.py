@@ -24,7 +24,7 @@ from training_agent.synthetic import write_shapes_zip
 HOOKS = Path(__file__).parent / "hooks"
 BYSTANDER_KEY = "models/cats_dogs_model.pth"
 METADATA = {"epochs": 2, "image_size": 16, "batch_size": 8, "seed": 1}
-LEASE_S = 1.0
+LEASE_S = 3.0  # short enough to wait out, long enough that a busy machine never misses one by accident
 
 
 @dataclass

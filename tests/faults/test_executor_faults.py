@@ -26,7 +26,8 @@ START = "/agents/training/start"
 def client(world: World) -> Iterator[TestClient]:
     settings = make_settings(
         world.tmp,
-        run_lease_seconds=world.settings.run_lease_seconds,
+        # Nothing here waits for a lease to run out: a long one keeps a busy machine's reaper off live runs.
+        run_lease_seconds=60,
         max_concurrent_runs=2,
         precision="fp32",  # no bf16 warm-up in the children (see World.env)
     )

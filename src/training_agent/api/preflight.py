@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from training_agent.api.errors import BadRequest, Unavailable
+from training_agent.core.datasets import rules
 from training_agent.core.datasets.layout import DatasetPlan, plan_layout
 from training_agent.core.datasets.listing import list_zip_members
 from training_agent.core.datasets.members import Member
@@ -53,6 +54,21 @@ def check_dataset(
     started = time.perf_counter()
     try:
         members = list_zip_members(storage, dataset_url)
+        nested = rules.only_zip(members)
+        if nested is not None:
+            # Its layout is inside the inner zip, which only a download shows: the trainer's gate checks
+            # it once it unwraps it. The outer listing's limits still apply.
+            rules.check_listing(
+                members,
+                max_files=settings.max_dataset_files,
+                max_bytes=settings.max_dataset_bytes,
+                max_ratio=settings.max_compression_ratio,
+            )
+            return Passed(
+                f"Dataset pre-flight: the zip holds only {nested}; its layout is checked when the trainer "
+                "unwraps it",
+                {"nested_zip": nested},
+            )
         plan = plan_layout(
             members,
             max_files=settings.max_dataset_files,

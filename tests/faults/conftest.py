@@ -53,9 +53,12 @@ class World:
     def project(self) -> Project:
         return seed_project(self.records, self.dataset, metadata=METADATA, name="cats/dogs")
 
-    def train(self, project: Project, *, claimed: bool, fault: str = "", sig: str = "KILL") -> int:
-        """Run the trainer to its end (or its fault); returns its exit status (negative: killed)."""
-        env = self.env()
+    def train(
+        self, project: Project, *, claimed: bool, fault: str = "", sig: str = "KILL", **extra_env: str
+    ) -> int:
+        """Run the trainer to its end (or its fault), with `extra_env` on top of the World's settings;
+        returns its exit status (negative: killed)."""
+        env = self.env(**extra_env)
         if fault:
             env |= {"PYTHONPATH": os.pathsep.join([str(HOOKS), env.get("PYTHONPATH", "")]), "FAULT_AT": fault}
             env["FAULT_SIGNAL"] = sig

@@ -14,9 +14,6 @@ Also the control plane killed mid-start: the API SIGKILLed between the claim and
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +34,7 @@ from tests.controller.test_operator import (
     patch_job_status,
     run_status,
 )
-from tests.faults.conftest import HOOKS, World
+from tests.faults.conftest import World
 from tests.faults.test_server_faults import FAST_TRAINER, Serve
 from tests.support.kube import ClusterEmulator, OperatorThread, register_crd, write_kubeconfig
 from training_agent.api.executors.kubernetes import UNSUBMITTED_MESSAGE, KubernetesExecutor
@@ -155,22 +152,10 @@ def terminated_status(exit_code: int) -> dict[str, Any]:
 def run_pod(world: World, project: Project, pod: str, *, fault: str = "", sig: str = "KILL") -> int:
     """The pod's container: `training-agent train --claimed` on the World's stores, its work dir the pod's
     own emptyDir. Returns its exit status (negative: killed)."""
-    env = world.env(TRAINING_AGENT_WORK_DIR=str(world.tmp / "pods" / pod), **FAST_TRAINER)
-    if fault:
-        path = os.pathsep.join([str(HOOKS), env.get("PYTHONPATH", "")])
-        env |= {"PYTHONPATH": path, "FAULT_AT": fault, "FAULT_SIGNAL": sig}
-    proc = subprocess.run(
-        [sys.executable, "-m", "training_agent", "train", "--project-id", str(project.id), "--claimed"],
-        env=env,
-        cwd=world.tmp,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    work_dir = str(world.tmp / "pods" / pod)
+    return world.train(
+        project, claimed=True, fault=fault, sig=sig, TRAINING_AGENT_WORK_DIR=work_dir, **FAST_TRAINER
     )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode
 
 
 async def accepted(api: TestClient, cluster: kmock.KubernetesEmulator, project: Project) -> str:

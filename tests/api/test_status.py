@@ -11,7 +11,7 @@ from tests.api.conftest import FakeTrainers, wait_for_status, wait_until
 from tests.conftest import seed_project
 from tests.support.datasets import DatasetFactory
 from training_agent.core.lease import run_of
-from training_agent.core.records import Project, RecordsStore
+from training_agent.core.records import NewModel, Project, RecordsStore
 
 
 def status_of(client: TestClient, project_id: object, **params: object) -> dict:  # type: ignore[type-arg]
@@ -44,6 +44,7 @@ def test_not_started_project(client: TestClient, api_records: RecordsStore) -> N
         "eta_seconds": None,
     }
     assert body["model_url"] is None and body["error"] is None and body["logs"] == []
+    assert body["curves_url"] is None and body["confusion_url"] is None
 
 
 def test_finished_run_reports_progress_model_and_logs(
@@ -123,3 +124,42 @@ def test_limit_is_bounded(client: TestClient, api_records: RecordsStore) -> None
     project = seed_project(api_records, "gs://bucket/d.zip")
     assert client.get(f"/agents/training/status/{project.id}", params={"limit": 501}).status_code == 422
     assert client.get(f"/agents/training/status/{project.id}", params={"limit": -1}).status_code == 422
+
+
+def test_recorded_model_reports_its_pictures(client: TestClient, api_records: RecordsStore) -> None:
+    """The curves and confusion-matrix pictures beside the model come from the models row's metadata."""
+    project = seed_project(api_records, "gs://bucket/d.zip", status="pending_evaluation")
+    model_url = "gs://bucket/models/Demo_project_model.pth"
+    api_records.insert_model(
+        NewModel(
+            project_id=project.id,
+            name="Demo_project_model",
+            gcs_url=model_url,
+            metadata={
+                "curves_url": model_url.replace(".pth", "_curves.png"),
+                "confusion_url": model_url.replace(".pth", "_confusion.png"),
+            },
+        )
+    )
+    body = status_of(client, project.id)
+    assert body["model_url"] == model_url
+    assert body["curves_url"] == "gs://bucket/models/Demo_project_model_curves.png"
+    assert body["confusion_url"] == "gs://bucket/models/Demo_project_model_confusion.png"
+
+
+def test_a_model_recorded_without_pictures_reports_none(
+    client: TestClient, api_records: RecordsStore
+) -> None:
+    """Models recorded before the pictures existed (or whose metadata holds something else there)."""
+    project = seed_project(api_records, "gs://bucket/d.zip", status="pending_evaluation")
+    api_records.insert_model(
+        NewModel(
+            project_id=project.id,
+            name="Demo_project_model",
+            gcs_url="gs://bucket/models/Demo_project_model.pth",
+            metadata={"confusion_url": 3},
+        )
+    )
+    body = status_of(client, project.id)
+    assert body["model_url"] == "gs://bucket/models/Demo_project_model.pth"
+    assert body["curves_url"] is None and body["confusion_url"] is None

@@ -70,7 +70,8 @@ class LogEntry(BaseModel):
 
 
 class StatusResponse(BaseModel):
-    """A project's training state: status, run phase, progress, result or error, and recent logs."""
+    """A project's training state: status, run phase, progress, result (the model and its pictures) or
+    error, and recent logs."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -94,9 +95,37 @@ class StatusResponse(BaseModel):
                         "eta_seconds": 96.0,
                     },
                     "model_url": None,
+                    "curves_url": None,
+                    "confusion_url": None,
                     "error": None,
                     "logs": [],
-                }
+                },
+                {
+                    "project_id": _PROJECT_ID,
+                    "project_name": "flowers",
+                    "status": "pending_evaluation",
+                    "run": {
+                        "name": f"tr-{_PROJECT_ID}",
+                        "executor": "local",
+                        "phase": "Succeeded",
+                        "pid": 4242,
+                        "exit_code": 0,
+                    },
+                    "progress": {
+                        "epoch": 10,
+                        "total_epochs": 10,
+                        "train_loss": 0.12,
+                        "val_loss": 0.21,
+                        "val_accuracy": 0.94,
+                        "images_per_s": 815.0,
+                        "eta_seconds": 0.0,
+                    },
+                    "model_url": "gs://models-bucket/models/flowers_model.pth",
+                    "curves_url": "gs://models-bucket/models/flowers_model_curves.png",
+                    "confusion_url": "gs://models-bucket/models/flowers_model_confusion.png",
+                    "error": None,
+                    "logs": [],
+                },
             ]
         }
     )
@@ -107,6 +136,10 @@ class StatusResponse(BaseModel):
     run: RunInfo | None
     progress: Progress
     model_url: str | None
+    # Pictures beside the model (training curves; test confusion matrix), from the models row's metadata:
+    # null until the model is recorded, and for models recorded before they existed.
+    curves_url: str | None = None
+    confusion_url: str | None = None
     error: dict[str, Any] | None
     logs: list[LogEntry]
 

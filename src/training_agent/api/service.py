@@ -14,7 +14,7 @@ from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, 
 from training_agent.core.lease import claim_project, run_id_of, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
-from training_agent.core.records.models import Project, utcnow
+from training_agent.core.records.models import ModelRecord, Project, utcnow
 from training_agent.core.runs import (
     INITIATED,
     PROGRESS_WINDOW,
@@ -151,10 +151,18 @@ def _run_from_records(project: Project) -> RunInfo | None:
     )
 
 
+def _picture_url(model: ModelRecord | None, key: str) -> str | None:
+    """A picture beside the model (`curves_url`, `confusion_url`); models recorded before they existed
+    have none."""
+    value = model.metadata.get(key) if model else None
+    return value if isinstance(value, str) else None
+
+
 def training_status(
     project_id: UUID, records: RecordsStore, executor: Executor, log_limit: int
 ) -> StatusResponse:
-    """Requirement 9.2: status, run phase, progress, model URL or error, and the latest logs."""
+    """Requirement 9.2: status, run phase, progress, model URL (and its pictures') or error, and the latest
+    logs."""
     project = _project(records, project_id)
     run = executor.describe(project_id) or _run_from_records(project)
     terminal = _ended_phase(project)
@@ -165,6 +173,7 @@ def training_status(
     configured = project.metadata.get("epochs")
     progress = progress_from_logs(recent, configured if isinstance(configured, int) else _DEFAULT_EPOCHS)
     models = records.list_models(project_id)
+    model = models[-1] if models else None
     error = project.metadata.get("error") if project.status == ProjectStatus.FAILED.value else None
     return StatusResponse(
         project_id=project_id,
@@ -172,7 +181,9 @@ def training_status(
         status=project.status,
         run=run,
         progress=progress,
-        model_url=models[-1].gcs_url if models else None,
+        model_url=model.gcs_url if model else None,
+        curves_url=_picture_url(model, "curves_url"),
+        confusion_url=_picture_url(model, "confusion_url"),
         error=error if isinstance(error, dict) else None,
         logs=[LogEntry.model_validate(row.model_dump()) for row in recent[:log_limit]],
     )

@@ -71,11 +71,18 @@ def test_demo_takes_a_dataset_folder(tmp_path: Path, datasets: DatasetFactory) -
         "--image-size",
         "16",
         "--no-pretrained",
+        "--option",
+        "seed=7",
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["status"] == "pending_evaluation"
     assert summary["metrics"]["num_classes"] == 2
+    # An ordinary project: what the demo and the user set, every other option the project default.
+    assert summary["options"] == {"epochs": 1, "image_size": 16, "pretrained": False, "seed": 7}
+    for picture in ("curves_url", "confusion_url"):
+        if summary[picture]:  # beside the model, when the trainer draws them
+            assert Path(summary[picture].removeprefix("file://")).is_file()
 
 
 def test_demo_reports_a_failed_run(tmp_path: Path, datasets: DatasetFactory) -> None:
@@ -123,6 +130,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
     assert done.returncode == EXIT_USAGE and "invalid UUID value" in done.stderr
     done = cli(tmp_path, "demo", "--epochs", "0")
     assert done.returncode == EXIT_USAGE and "must be a positive integer" in done.stderr
+    done = cli(tmp_path, "demo", "--option", "epochs")
+    assert done.returncode == EXIT_USAGE and "argument --option: expected KEY=VALUE" in done.stderr
 
 
 def test_fetch_weights_reports_the_cached_file_and_refuses_unknown_models(tmp_path: Path) -> None:

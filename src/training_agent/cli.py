@@ -6,11 +6,17 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from uuid import UUID
 
 from training_agent import __version__
-from training_agent.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, TrainingAgentError
+from training_agent.core.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ConfigurationError,
+    TrainingAgentError,
+)
 from training_agent.core.logs import configure_logging
 from training_agent.core.settings import Settings, get_settings
 
@@ -31,10 +37,129 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that can finish its help when the help is shown (`before_help`): the demo's names
+    the trainer's options and their defaults, which no other command should import just to start."""
+
+    before_help: Callable[[], None] | None = None
+
+    def format_help(self) -> str:
+        if self.before_help is not None:
+            self.before_help()
+        return super().format_help()
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """`--option KEY=VALUE`: VALUE read as JSON when it is JSON (3, 0.5, true, null), else as a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. recipe=auto or epochs=5; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+# The demo's named flags: each sets one training option (project metadata key), as --option KEY=VALUE does.
+_DEMO_FLAGS = {
+    "preferred_model": "--model",
+    "epochs": "--epochs",
+    "image_size": "--image-size",
+    "batch_size": "--batch-size",
+    "learning_rate": "--lr",
+    "pretrained": "--pretrained/--no-pretrained",
+}
+
+_DEMO_DESCRIPTION = """\
+Create a demo project and train it end to end through the HTTP API. The project is an
+ordinary one: its metadata holds only what the demo needs to finish in under a minute on a
+CPU (a small image size, few epochs, pretrained weights only when cached) and what you
+pass; every other training option is the project default (the table below)."""
+
+
+def _add_demo_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="create a demo project and train it end to end",
+        description=_DEMO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--dataset",
+        metavar="PATH|gs://...",
+        help="a dataset zip (local path or gs://) or a folder (default: generated coloured shapes)",
+    )
+    # Defaults None: the key is then the demo's quick setting or the project default (shown in the help).
+    flags = {
+        "preferred_model": demo.add_argument(
+            "--model", dest="preferred_model", metavar="NAME", help="torchvision model name"
+        ),
+        "epochs": demo.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs to train"),
+        "image_size": demo.add_argument(
+            "--image-size", type=_positive_int, metavar="N", help="images are resized to N x N px"
+        ),
+        "batch_size": demo.add_argument("--batch-size", type=_positive_int, metavar="N", help="batch size"),
+        "learning_rate": demo.add_argument(
+            "--lr", dest="learning_rate", type=_positive_float, metavar="X", help="learning rate"
+        ),
+    }
+    pretrained = demo.add_mutually_exclusive_group()
+    flags["pretrained"] = pretrained.add_argument(
+        "--pretrained",
+        dest="pretrained",
+        action="store_true",
+        default=None,
+        help="require pretrained ImageNet weights, downloaded when not cached",
+    )
+    pretrained.add_argument(
+        "--no-pretrained",
+        "--from-scratch",
+        dest="pretrained",
+        action="store_false",
+        help="train from scratch",
+    )
+    demo.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="set a training option (repeatable; the last of a key wins): VALUE is read as JSON when it is "
+        "JSON (3, 0.5, true, null), else as a string (recipe=auto); null leaves the key to the project "
+        "default. The keys and their defaults are listed below",
+    )
+    demo.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="use this running API server (sharing these records) instead of an in-process one "
+        "(default: serve one on a free loopback port)",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=3600.0,
+        metavar="S",
+        help="seconds to wait for the run (default: 3600)",
+    )
+    demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    helps = {key: action.help for key, action in flags.items()}
+
+    def show_defaults() -> None:
+        from training_agent.demo import training_options_help
+
+        table, shown = training_options_help()
+        for key, action in flags.items():
+            action.help = f"{helps[key]} [{key}] (default: {shown[key]})"
+        demo.epilog = table
+
+    demo.before_help = show_defaults
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="training-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train one project (what a worker or Kubernetes Job runs)")
     train.add_argument("--project-id", type=UUID, required=True, help="the project's uuid")
@@ -46,31 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="print the run's result as one JSON object")
 
-    demo = commands.add_parser("demo", help="create a demo project and train it end to end")
-    demo.add_argument(
-        "--dataset", help="a dataset zip (local path or gs://) or a folder; default: generated shapes"
-    )
-    demo.add_argument("--model", default="resnet18", help="torchvision model name (default resnet18)")
-    demo.add_argument("--epochs", type=_positive_int, default=3)
-    demo.add_argument("--image-size", type=_positive_int, default=64)
-    demo.add_argument("--batch-size", type=_positive_int, default=16)
-    demo.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate")
-    pretrained = demo.add_mutually_exclusive_group()
-    pretrained.add_argument(
-        "--pretrained",
-        dest="pretrained",
-        action="store_true",
-        default=None,
-        help="require pretrained weights (default: use them when cached, else train from scratch)",
-    )
-    pretrained.add_argument(
-        "--no-pretrained", dest="pretrained", action="store_false", help="train from scratch"
-    )
-    demo.add_argument(
-        "--api-url", help="use this running API server (sharing these records) instead of an in-process one"
-    )
-    demo.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds to wait for the run")
-    demo.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    _add_demo_parser(commands)
 
     weights = commands.add_parser(
         "fetch-weights",
@@ -134,18 +235,28 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return result.exit_code
 
 
+def demo_training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options the demo's command line gives: its named flags and every --option; a key that
+    both set is refused (which one was meant?)."""
+    from training_agent.demo import shown_value
+
+    flags = {key: getattr(args, key) for key in _DEMO_FLAGS if getattr(args, key) is not None}
+    options = dict(args.options or [])
+    for key, value in options.items():
+        if key in flags:
+            raise ConfigurationError(
+                f"{_DEMO_FLAGS[key]} and --option {key}={shown_value(value)} both set {key}: give it once"
+            )
+    return {**flags, **options}
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
     from training_agent.demo import DemoOptions, check_options, format_summary, run_demo
 
     options = DemoOptions(
         dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        pretrained=args.pretrained,
+        training=demo_training_options(args),
         api_url=args.api_url,
         timeout_s=args.timeout,
     )

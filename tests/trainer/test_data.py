@@ -11,6 +11,7 @@ from PIL import Image
 
 from training_agent.trainer.data import (
     CachedLoader,
+    EpochBatchSampler,
     LoaderOptions,
     StreamingLoader,
     decode_image,
@@ -114,3 +115,23 @@ def test_splits_over_the_budget_are_streamed(tmp_path: Path, samples: dict[str, 
     # Room for the training split (10 images) and the test split (3), not for val (4) after train.
     loaders = make_loaders(samples, options(tmp_path, cache_max_bytes=per_image * 13))
     assert [loaders[s].cached for s in ("train", "val", "test")] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "sizes"), [(33, 32, [33]), (65, 32, [32, 33]), (64, 32, [32, 32]), (1, 32, [1])]
+)
+def test_a_last_batch_of_one_image_joins_the_one_before(n: int, batch: int, sizes: list[int]) -> None:
+    sampler = EpochBatchSampler(n, batch, shuffle=True, seed=0)
+    batches = list(sampler)
+    assert [len(b) for b in batches] == sizes and len(sampler) == len(sizes)
+    assert sorted(i for b in batches for i in b) == list(range(n))
+    sampler.set_epoch(1, skip=1)
+    assert [len(b) for b in sampler] == sizes[1:]
+
+
+def test_batchnorm_trains_on_a_dataset_whose_last_batch_would_be_one_image() -> None:
+    # 33 samples at batch 32: without the merge, BatchNorm on a 1x1 map raises "Expected more than 1 value".
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    images = torch.randn(33, 3, 1, 1)
+    for indices in EpochBatchSampler(33, 32, shuffle=True, seed=0):
+        model(images[indices]).sum().backward()

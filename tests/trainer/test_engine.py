@@ -12,7 +12,7 @@ from training_agent.core.errors import ConfigurationError, Interrupted
 from training_agent.trainer import engine
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
 from training_agent.trainer.engine import EvalResult, FitOptions, Fitter, use_bf16
-from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")
 
@@ -44,7 +44,8 @@ def tiny_model() -> nn.Module:
 
 
 def fitter(**options: Any) -> Fitter:
-    preprocess = Preprocess(CPU, augment=True, min_scale=0.5, seed=1, channels_last=False)
+    augmentation = Augmentation(min_scale=0.5, hflip=True)
+    preprocess = Preprocess(CPU, augmentation=augmentation, seed=1, channels_last=False, num_classes=3)
     values: dict[str, Any] = {"epochs": 3, "learning_rate": 0.01, "log_every": 100}
     values.update(options)
     return Fitter(tiny_model(), loaders(), preprocess, FitOptions(**values))
@@ -107,7 +108,9 @@ def test_best_val_weights_are_kept_and_patience_stops_early(monkeypatch: pytest.
     [
         ("none", {}, [0.01, 0.01, 0.01, 0.01]),
         ("step", {"lr_step_size": 2, "lr_gamma": 0.5}, [0.01, 0.01, 0.005, 0.005]),
-        ("cosine", {}, [0.01, 0.008536, 0.005, 0.001464]),
+        # Per step (5 per epoch), recorded at each epoch's last step.
+        ("cosine", {}, [0.009045, 0.005782, 0.002061, 0.000062]),
+        ("cosine", {"lr_warmup_epochs": 1.0}, [0.008333, 0.008346, 0.003455, 0.000109]),
     ],
 )
 def test_learning_rate_schedules(schedule: str, extra: dict[str, Any], expected: list[float]) -> None:
@@ -120,6 +123,35 @@ def test_per_epoch_records_carry_timings_and_memory() -> None:
     assert record["images_per_s"] > 0 and record["peak_memory_mib"] > 0
     assert record["data_wait_s"] >= 0 and record["compute_s"] > 0
     assert record["seconds"] == pytest.approx(record["data_wait_s"] + record["compute_s"], abs=0.002)
+
+
+def test_records_carry_training_accuracy() -> None:
+    history = fitter(epochs=2).fit(lambda record: None, lambda: None)
+    assert all(0 <= record["train_accuracy"] <= 1 for record in history)
+
+
+def test_gradient_clipping_and_mixup_train(monkeypatch: pytest.MonkeyPatch) -> None:
+    clipped: list[float] = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters: Any, max_norm: float) -> torch.Tensor:
+        clipped.append(max_norm)
+        return real_clip(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    fit = fitter(epochs=1, grad_clip_norm=0.5, optimizer="adamw", weight_decay=0.05)
+    fit.preprocess = Preprocess(
+        CPU,
+        augmentation=Augmentation(mixup_alpha=0.2, cutmix_alpha=1.0),
+        seed=1,
+        channels_last=False,
+        num_classes=3,
+    )
+    [record] = fit.fit(lambda record: None, lambda: None)
+    assert clipped == [0.5] * 5 and record["train_loss"] > 0
+    decay, no_decay = fit.optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
 
 
 def test_loss_options_reach_the_criterion() -> None:

@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 import torch
+from PIL import Image
 from torchvision import models
 
 from tests.conftest import seed_project
@@ -79,7 +80,7 @@ def test_trains_and_publishes(settings: Settings, records: RecordsStore, dataset
 
     # Test metrics, and the sidecar beside the weights with what the evaluation agent needs.
     test = meta["test_metrics"]
-    assert set(test) == {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert set(test) == {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"}
     assert set(test["per_class"]) == {"circle", "square"}
     assert sum(map(sum, test["confusion_matrix"])) == 8
     assert meta["test_accuracy"] == test["accuracy"] and meta["test_macro_f1"] == test["macro_f1"]
@@ -93,6 +94,17 @@ def test_trains_and_publishes(settings: Settings, records: RecordsStore, dataset
     assert sidecar["normalization"]["mean"] == [0.485, 0.456, 0.406]
     assert sidecar["model_url"] == model.gcs_url
     assert bucket_files(settings, "checkpoints") == []  # removed once the run is recorded
+
+    # The pictures beside the model: valid PNGs, linked from the row's metadata and the sidecar.
+    for key, suffix in (("curves_url", "_curves.png"), ("confusion_url", "_confusion.png")):
+        assert meta[key].endswith(f"/models/My_Project_v2{suffix}") and sidecar[key] == meta[key]
+        with Image.open(Path(meta[key].removeprefix("file://"))) as picture:
+            assert picture.format == "PNG" and picture.width > 300
+    # The recipe and every value it chose, and what the project set.
+    assert meta["recipe"]["name"] == "seed" and meta["recipe"]["family"] == "resnet"
+    assert {"epochs", "image_size", "batch_size"} <= set(meta["recipe"]["set_by_project"])
+    assert meta["recipe"]["chosen"]["lr_warmup_epochs"] == 0.1
+    assert meta["architecture_kwargs"] == {} and meta["optimizer"] == "adam"
 
     messages = [log.message for log in reversed(records.recent_logs(project.id))]
     assert messages[0] == "Training initiated"

@@ -68,7 +68,11 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor
 
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices in `epoch_order`; `set_epoch(epoch, skip)` picks the epoch and how many of its
-    batches were already trained on (a resume in the middle of an epoch)."""
+    batches were already trained on (a resume in the middle of an epoch).
+
+    A last batch of a single image joins the one before it: BatchNorm cannot normalise one sample whose
+    feature map is 1x1 (training crashes), and one image would set a whole step's gradient anyway.
+    """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int) -> None:
         self.n = n
@@ -82,13 +86,21 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.skip = skip
 
+    def _starts(self) -> list[int]:
+        starts = list(range(0, self.n, self.batch_size))
+        if len(starts) > 1 and self.n - starts[-1] == 1:
+            starts.pop()
+        return starts
+
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return len(self._starts())
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
-        for start in range(self.skip * self.batch_size, self.n, self.batch_size):
-            yield order[start : start + self.batch_size].tolist()
+        starts = self._starts()
+        ends = [*starts[1:], self.n]
+        for start, end in list(zip(starts, ends, strict=True))[self.skip :]:
+            yield order[start:end].tolist()
 
 
 class Loader(Protocol):

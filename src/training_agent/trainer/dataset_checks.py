@@ -10,11 +10,15 @@ refused). What it returns is the exact list of samples the trainer will use.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from training_agent.core.datasets.layout import SPLITS, DatasetPlan
 from training_agent.core.datasets.rules import examples
@@ -44,6 +48,7 @@ class DatasetLayout:
     plan: dict[str, Any] = field(default_factory=dict)
     val_split: dict[str, Any] | None = None
     duplicates: dict[str, Any] = field(default_factory=lambda: {"count": 0, "examples": []})
+    median_side: int | None = None  # of the training images, in pixels: what `recipe: auto` sizes from
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -57,6 +62,7 @@ class DatasetLayout:
             "images": {split: sum(per_class.values()) for split, per_class in self.counts.items()},
             "images_per_class": self.counts,
             "skipped_files": len(self.skipped),
+            "median_image_side": self.median_side,
         }
 
     def notes(self, val_fraction: float | None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -99,10 +105,15 @@ class DatasetLayout:
         }
 
 
-def _inspect_file(path: Path) -> tuple[str | None, bytes]:
-    """Why the image is unreadable (None: it decodes whole), and its content hash."""
+def _inspect_file(path: Path) -> tuple[str | None, bytes, int]:
+    """Why the image is unreadable (None: it decodes whole), its content hash and its side (the square
+    root of its area, from the header alone)."""
     problem = check_image(path)
-    return problem, b"" if problem else _digest(path)
+    if problem:
+        return problem, b"", 0
+    with Image.open(path) as img:
+        width, height = img.size
+    return None, _digest(path), round(math.sqrt(width * height))
 
 
 def inspect_dataset(
@@ -132,10 +143,13 @@ def inspect_dataset(
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
         results = list(pool.map(_inspect_file, [path for *_, path in planned]))
     samples.update({split: [] for split in plan.images})
-    for (split, index, member, path), (problem, digest) in zip(planned, results, strict=True):
+    train_sides = []
+    for (split, index, member, path), (problem, digest, side) in zip(planned, results, strict=True):
         if problem:
             skipped.append((member, problem))
             continue
+        if split == "train":
+            train_sides.append(side)
         samples[split].append((path, index))
         names[path] = member
         digests[path] = digest
@@ -168,6 +182,7 @@ def inspect_dataset(
         plan=plan.summary(),
         val_split=val_split,
         duplicates=duplicates,
+        median_side=int(statistics.median(train_sides)) if train_sides else None,
     )
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from training_agent.core.errors import ConfigurationError, Interrupted
 from training_agent.trainer.data import Loader
+from training_agent.trainer.optim import make_optimizer, make_scheduler
 from training_agent.trainer.preprocess import Preprocess
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _logits(output: object) -> torch.Tensor:
+def logits_of(output: object) -> torch.Tensor:
     # A few architectures return a named tuple in training mode (inception's aux outputs).
     return output if isinstance(output, torch.Tensor) else output.logits  # type: ignore[attr-defined]
 
@@ -101,7 +102,7 @@ def evaluate(
         inputs = preprocess(images, train=False)
         targets = cpu_targets.to(device, non_blocking=True)
         with autocast(device, bf16):
-            logits = _logits(forward(inputs))
+            logits = logits_of(forward(inputs))
             loss = criterion(logits.float(), targets)
         total_loss += loss * targets.size(0)
         predictions.append(logits.argmax(dim=1).cpu())
@@ -123,10 +124,14 @@ class FitOptions:
     epochs: int
     learning_rate: float
     log_every: int = 10
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0
     lr_schedule: Literal["none", "cosine", "step"] = "none"
+    lr_warmup_epochs: float = 0.0
     lr_step_size: int = 1
     lr_gamma: float = 0.1
     label_smoothing: float = 0.0
+    grad_clip_norm: float | None = None
     class_weights: tuple[float, ...] | None = None
     patience: int | None = None
     bf16: bool = False
@@ -140,6 +145,7 @@ class Progress:
     epoch: int = 1  # the epoch in progress, 1-based
     batches_done: int = 0  # of that epoch
     loss_sum: float = 0.0
+    correct: int = 0  # training predictions that matched their (unmixed) label
     images: int = 0
     data_wait_s: float = 0.0
     compute_s: float = 0.0
@@ -151,18 +157,8 @@ class Progress:
     stopped_early: bool = False
 
     def start_epoch(self) -> None:
-        self.batches_done, self.loss_sum, self.images = 0, 0.0, 0
+        self.batches_done, self.loss_sum, self.images, self.correct = 0, 0.0, 0, 0
         self.data_wait_s = self.compute_s = 0.0
-
-
-def _make_scheduler(
-    optimizer: torch.optim.Optimizer, options: FitOptions
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if options.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.epochs)
-    if options.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, options.lr_step_size, gamma=options.lr_gamma)
-    return None
 
 
 class Fitter:
@@ -188,9 +184,10 @@ class Fitter:
             weights = torch.tensor(options.class_weights, dtype=torch.float32, device=self.device)
         self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=options.label_smoothing)
         self.eval_criterion = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
-        self.scheduler = _make_scheduler(self.optimizer, options)
+        self.optimizer = make_optimizer(model, options)
+        self.scheduler = make_scheduler(self.optimizer, options, len(loaders["train"]))
         self.progress = Progress()
+        self.last_lr = options.learning_rate
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- checkpoint state -------------------------------------------------------------------------------
@@ -257,18 +254,27 @@ class Fitter:
         steps = len(loader)
         self.model.train()
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        correct = torch.zeros((), device=device)
         started = tick = time.perf_counter()
         for images, cpu_targets in loader:
             fetched = time.perf_counter()
             progress.data_wait_s += fetched - tick
             inputs = self.preprocess(images, train=True)
             targets = cpu_targets.to(device, non_blocking=True)
+            inputs, mixed_targets = self.preprocess.mix(inputs, targets)
             with autocast(device, options.bf16):
-                loss = self.criterion(_logits(self.forward(inputs)).float(), targets)
+                logits = logits_of(self.forward(inputs)).float()
+                loss = self.criterion(logits, mixed_targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if options.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), options.grad_clip_norm)
             self.optimizer.step()
+            self.last_lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()  # per step: the warm-up and the cosine are smooth even in short runs
             loss_sum += loss.detach() * targets.size(0)
+            correct += (logits.detach().argmax(dim=1) == targets).sum()
             progress.images += targets.size(0)
             progress.batches_done += 1
             tick = time.perf_counter()
@@ -277,12 +283,14 @@ class Fitter:
                 self._log_step(progress.loss_sum + float(loss_sum), steps, time.perf_counter() - started)
             if stop_requested() and progress.batches_done < steps:
                 progress.loss_sum += float(loss_sum)
+                progress.correct += int(correct)
                 checkpoint()
                 raise Interrupted(f"stopped at epoch {progress.epoch}, batch {progress.batches_done}/{steps}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # queued kernels belong to this epoch's compute time
             progress.compute_s += time.perf_counter() - tick
         progress.loss_sum += float(loss_sum)
+        progress.correct += int(correct)
 
     def _log_step(self, loss_sum: float, steps: int, elapsed: float) -> None:
         progress = self.progress
@@ -323,9 +331,10 @@ class Fitter:
         record = {
             "epoch": progress.epoch,
             "train_loss": round(progress.loss_sum / max(progress.images, 1), 6),
+            "train_accuracy": round(progress.correct / max(progress.images, 1), 6),
             "val_loss": round(val.loss, 6),
             "val_accuracy": round(val.accuracy, 6),
-            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "learning_rate": round(self.last_lr, 8),  # at the epoch's last step
             "images_per_s": round(progress.images / seconds, 2) if seconds > 0 else 0.0,
             "seconds": round(seconds, 3),
             "data_wait_s": round(progress.data_wait_s, 3),
@@ -334,8 +343,6 @@ class Fitter:
             "best": improved,
         }
         progress.history.append(record)
-        if self.scheduler is not None:
-            self.scheduler.step()
         patience = self.options.patience
         if patience is not None and progress.epochs_without_improvement >= patience:
             progress.stopped_early = True

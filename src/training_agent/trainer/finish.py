@@ -4,6 +4,7 @@ verify (the uploaded object reloads and agrees) → record (a `models` row, then
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,21 +15,26 @@ from training_agent.core.errors import EXIT_OK, Interrupted
 from training_agent.core.files import atomic_write
 from training_agent.core.lease import run_id_of
 from training_agent.core.records import NewModel, Project, ProjectStatus
+from training_agent.trainer import plots
 from training_agent.trainer.checkpoint import save_state_dict
-from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import IMAGENET_MEAN, IMAGENET_STD, Loader
 from training_agent.trainer.dataset_checks import DatasetLayout
 from training_agent.trainer.engine import Fitter
 from training_agent.trainer.preprocess import Preprocess
 from training_agent.trainer.publish import (
     choose_model_key,
+    picture_key,
     sidecar_key,
     upload_verified,
     write_precondition,
 )
+from training_agent.trainer.recipes import Resolved
 from training_agent.trainer.result import RunResult
 from training_agent.trainer.stages import RunContext
 from training_agent.trainer.verify import smoke_check
+
+
+PICTURE_KEYS = ("curves_url", "confusion_url")
 
 
 def metrics(
@@ -53,6 +59,7 @@ def metrics(
         "test_accuracy": report["accuracy"],
         "test_loss": round(test_loss, 6),
         "test_macro_f1": report["macro_f1"],
+        "test_balanced_accuracy": report["balanced_accuracy"],
         "test_metrics": report,
         "images_per_second": round(train_images / train_seconds, 2) if train_seconds else 0.0,
         "training_seconds": round(training_seconds, 3),
@@ -63,15 +70,18 @@ def metrics(
 
 def model_metadata(
     ctx: RunContext,
-    config: TrainingConfig,
+    resolved: Resolved,
     layout: DatasetLayout,
     run_metrics: dict[str, Any],
     device: torch.device,
     attempt: int,
 ) -> dict[str, Any]:
     """The models row's metadata, also written to the JSON sidecar beside the weights."""
+    config = resolved.config
     return {
         "architecture": config.preferred_model,
+        # Builder arguments that change weight shapes (a ViT trained at another size): rebuild with them.
+        "architecture_kwargs": resolved.shape_kwargs,
         "num_classes": len(layout.classes),
         "class_to_idx": layout.class_to_idx,
         "image_size": config.image_size,
@@ -82,8 +92,9 @@ def model_metadata(
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
         "pretrained": config.pretrained or config.weights_url is not None,
-        "optimizer": "adam",
+        "optimizer": config.optimizer,
         "loss": "cross_entropy",
+        "recipe": resolved.record(),
         "training_options": config.model_dump(mode="json", exclude={"preferred_model", "weights_url"}),
         **run_metrics,
         "device": device.type,
@@ -99,10 +110,40 @@ def model_metadata(
     }
 
 
+def draw(
+    ctx: RunContext,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    report: dict[str, Any],
+    layout: DatasetLayout,
+    title: str,
+) -> dict[str, Path]:
+    """The training curves and the test confusion matrix as PNGs in the run's folder. Pictures are a
+    courtesy: a failure to draw them is logged and the model is handed on without them."""
+    ctx.enter("draw")
+    work = ctx.owner.work_dir
+    try:
+        return {
+            "curves": plots.write_curves(history, best_epoch, work / "curves.png", title=title),
+            "confusion": plots.write_confusion(
+                report["confusion_matrix"], layout.classes, work / "confusion.png", title=title
+            ),
+        }
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        ctx.log.warning(f"Could not draw the run's pictures: {type(exc).__name__}: {exc}")
+        return {}
+
+
 def publish(
-    ctx: RunContext, project: Project, model: torch.nn.Module, metadata: dict[str, Any], retry_delay_s: float
-) -> tuple[str, str]:
-    """Save and upload the weights, then the JSON sidecar beside them; returns both URLs."""
+    ctx: RunContext,
+    project: Project,
+    model: torch.nn.Module,
+    metadata: dict[str, Any],
+    pictures: dict[str, Path],
+    retry_delay_s: float,
+) -> tuple[str, str, dict[str, str]]:
+    """Save and upload the weights, the pictures beside them, then the JSON sidecar; returns the model's and
+    the sidecar's URLs and the pictures' (`curves_url`, `confusion_url`)."""
     ctx.enter("save")
     work = ctx.owner.work_dir
     weights = save_state_dict(model, work / "model.pth")
@@ -118,27 +159,38 @@ def publish(
         retry_delay_s=retry_delay_s,
     )
     ctx.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
-    sidecar_url = ctx.storage.model_url(sidecar_key(key))
-    sidecar = {"format_version": 1, "model_url": url, **metadata}
+    picture_urls = {}
+    for kind, path in pictures.items():
+        picture_urls[f"{kind}_url"] = _upload_beside(
+            ctx, path, ctx.storage.model_url(picture_key(key, kind)), retry_delay_s
+        )
+    if picture_urls:
+        ctx.log.info("Pictures uploaded", **picture_urls)
+    sidecar = {"format_version": 1, "model_url": url, **metadata, **picture_urls}
     document = atomic_write(work / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2)))
+    sidecar_url = _upload_beside(ctx, document, ctx.storage.model_url(sidecar_key(key)), retry_delay_s)
+    return url, sidecar_url, picture_urls
+
+
+def _upload_beside(ctx: RunContext, path: Path, url: str, retry_delay_s: float) -> str:
+    """A file that follows its model's name: free, or this project's, or (an older version's file of
+    unknown owner beside our model) left alone by a refused create."""
     upload_verified(
         ctx.owner,
-        document,
-        sidecar_url,
-        # The sidecar follows its model's name: free, or this project's, or (an older version's file of
-        # unknown owner beside our model) left alone by a refused create.
-        if_generation_match=write_precondition(ctx.storage, sidecar_url, ctx.project_id) or 0,
+        path,
+        url,
+        if_generation_match=write_precondition(ctx.storage, url, ctx.project_id) or 0,
         attempts=ctx.settings.upload_attempts,
         retry_delay_s=retry_delay_s,
     )
-    return url, sidecar_url
+    return url
 
 
 def verify(
     ctx: RunContext,
     url: str,
     model: torch.nn.Module,
-    config: TrainingConfig,
+    resolved: Resolved,
     layout: DatasetLayout,
     test_loader: Loader,
     preprocess: Preprocess,
@@ -152,7 +204,12 @@ def verify(
         test_loader.sampler.set_epoch(1)
         images, _targets = next(iter(test_loader))
         agreement = smoke_check(
-            copy, config.preferred_model, len(layout.classes), model, preprocess(images, train=False)
+            copy,
+            resolved.config.preferred_model,
+            len(layout.classes),
+            model,
+            preprocess(images, train=False),
+            kwargs=resolved.shape_kwargs,
         )
     if ctx.stop.requested:
         raise Interrupted("Stopped during the verify step")
@@ -176,7 +233,7 @@ def record(
     # The row and what it points at stand or fall together: a SIGTERM here waits until both are kept.
     with ctx.stop.deferred():
         model_row = ctx.records.insert_model(row)
-        ctx.owner.keep(url, sidecar_url)
+        ctx.owner.keep(url, sidecar_url, *(str(metadata[k]) for k in PICTURE_KEYS if metadata.get(k)))
         ctx.stop.ignore()  # recorded: a late SIGTERM must not undo or misreport it
     if ctx.checkpoints is not None:
         ctx.checkpoints.delete()

@@ -1,4 +1,5 @@
-"""Classification metrics from a confusion matrix: accuracy, macro F1, per-class precision/recall/F1."""
+"""Classification metrics from a confusion matrix: accuracy, balanced accuracy, macro F1, per-class
+precision/recall/F1."""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ def classification_report(matrix: torch.Tensor, class_names: list[str]) -> dict[
     counts = matrix.to(torch.float64)
     true_positives = counts.diagonal()
     per_class = {}
-    f1_scores = []
+    f1_scores, recalls = [], []
     for i, name in enumerate(class_names):
         tp = float(true_positives[i])
         precision = _ratio(tp, float(counts[:, i].sum()))
         recall = _ratio(tp, float(counts[i].sum()))
         f1 = _ratio(2 * precision * recall, precision + recall)
         f1_scores.append(f1)
+        if counts[i].sum() > 0:
+            recalls.append(recall)
         per_class[name] = {
             "precision": round(precision, 6),
             "recall": round(recall, 6),
@@ -40,6 +43,8 @@ def classification_report(matrix: torch.Tensor, class_names: list[str]) -> dict[
     return {
         "accuracy": round(_ratio(float(true_positives.sum()), total), 6),
         "macro_f1": round(sum(f1_scores) / len(f1_scores), 6) if f1_scores else 0.0,
+        # The mean recall over the classes present: what accuracy would be on a balanced test split.
+        "balanced_accuracy": round(sum(recalls) / len(recalls), 6) if recalls else 0.0,
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
     }

@@ -40,13 +40,28 @@ def check_model_name(name: str) -> None:
         )
 
 
-def _architecture(name: str, pretrained: bool) -> nn.Module:
-    kwargs: dict[str, Any] = {}
+def _architecture(name: str, pretrained: bool, extra: dict[str, Any]) -> nn.Module:
+    kwargs: dict[str, Any] = dict(extra)
     if name in _AUX_LOGITS_MODELS:
         # Shaped like the pretrained checkpoint (aux heads present) so its state_dict loads strictly.
-        kwargs = {"aux_logits": pretrained, "init_weights": not pretrained}
+        kwargs.update(aux_logits=pretrained, init_weights=not pretrained)
     model: nn.Module = models.get_model(name, weights=None, **kwargs)
     return model
+
+
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> int:
+    """Give every BatchNorm layer at least `momentum`; returns how many were raised.
+
+    Some families (mobilenet_v3 0.01, mnasnet 0.0003) keep running statistics that move very slowly, made
+    for hundreds of ImageNet epochs: after a short run their eval-mode statistics still describe the
+    initial weights (or ImageNet), and validation accuracy sits near chance while training looks fine.
+    """
+    raised = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.momentum or 0) < momentum:
+            module.momentum = momentum
+            raised += 1
+    return raised
 
 
 def _drop_aux_logits(model: nn.Module) -> None:
@@ -136,11 +151,17 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
 
 
 def build_model(
-    name: str, num_classes: int, *, pretrained: bool, weights_file: Path | None = None
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool,
+    weights_file: Path | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """The architecture `name` with pretrained (or given, or no) weights and a `num_classes` head."""
+    """The architecture `name` with pretrained (or given, or no) weights and a `num_classes` head;
+    `kwargs` go to torchvision's builder (dropout, zero_init_residual, a ViT's image_size...)."""
     check_model_name(name)
-    model = _architecture(name, pretrained or weights_file is not None)
+    model = _architecture(name, pretrained or weights_file is not None, kwargs or {})
     if weights_file is not None:
         state = _file_state_dict(weights_file, name)
     elif pretrained:

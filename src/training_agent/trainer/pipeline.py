@@ -33,7 +33,7 @@ from training_agent.trainer.engine import Fitter, use_bf16
 from training_agent.trainer.heartbeat import Heartbeat
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.owner import RunOwner
-from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.preprocess import Augmentation, Preprocess
 from training_agent.trainer.result import RunResult
 from training_agent.trainer.stages import RunContext, pick_device
 
@@ -128,6 +128,8 @@ class TrainingRun:
         ctx.enter("build_model")
         device = pick_device(self.settings.device)
         bf16 = use_bf16(device, self.settings.precision)
+        resolved = stages.choose_recipe(ctx, config, layout, device)
+        config = resolved.config
         resumed = stages.open_checkpoints(ctx, config, layout, dataset)
         if ctx.checkpoints is not None and resumed is None and claimed.attempt > 1:
             self.log.info("No checkpoint of this run to resume from: training from the start", resumed=False)
@@ -135,18 +137,22 @@ class TrainingRun:
         seed = int(resumed["seed"]) if resumed else config.seed
         if seed is None:
             seed = secrets.randbelow(2**31)
-        model = stages.build(ctx, config, layout, device, seed)
+        model = stages.build(ctx, resolved, layout, device, seed)
 
         loaders = stages.prepare(ctx, layout, config, device, seed)
         preprocess = Preprocess(
             device,
-            augment=config.augment,
-            min_scale=config.augment_min_scale,
+            augmentation=Augmentation.from_config(config),
             seed=seed,
             channels_last=self.settings.channels_last,
+            num_classes=len(layout.classes),
         )
         started = time.perf_counter()
-        fitter = Fitter(model, loaders, preprocess, stages.fit_options(config, layout, self.settings, bf16))
+        options = stages.fit_options(resolved, layout, self.settings, bf16)
+        lr_found = None
+        if config.lr_find and not resumed:
+            options, lr_found = stages.find_learning_rate(ctx, model, loaders, preprocess, options)
+        fitter = Fitter(model, loaders, preprocess, options)
         if resumed:
             stages.resume(ctx, fitter, resumed)
         history = stages.fit(ctx, fitter, config, seed)
@@ -154,9 +160,14 @@ class TrainingRun:
 
         report, test_loss = stages.evaluate_on_test(ctx, fitter, layout)
         run_metrics = finish.metrics(fitter, history, report, test_loss, training_seconds, seed)
-        metadata = finish.model_metadata(ctx, config, layout, run_metrics, device, claimed.attempt)
-        url, sidecar_url = finish.publish(ctx, project, model, metadata, self.upload_retry_delay_s)
-        finish.verify(ctx, url, model, config, layout, loaders["test"], preprocess)
+        metadata = finish.model_metadata(ctx, resolved, layout, run_metrics, device, claimed.attempt)
+        metadata["lr_find"] = lr_found
+        pictures = finish.draw(ctx, history, fitter.progress.best_epoch, report, layout, project.name)
+        url, sidecar_url, picture_urls = finish.publish(
+            ctx, project, model, metadata, pictures, self.upload_retry_delay_s
+        )
+        metadata.update(picture_urls)
+        finish.verify(ctx, url, model, resolved, layout, loaders["test"], preprocess)
         return finish.record(ctx, project, url, sidecar_url, metadata)
 
     # -- failure paths ----------------------------------------------------------------------------------

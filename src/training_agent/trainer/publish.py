@@ -98,3 +98,8 @@ def upload_verified(
 def sidecar_key(model_key: str) -> str:
     """`models/{name}_model.json` beside `models/{name}_model.pth`."""
     return model_key.removesuffix(".pth") + ".json"
+
+
+def picture_key(model_key: str, kind: str) -> str:
+    """`models/{name}_{kind}.png` beside `models/{name}_model.pth` (kind: curves, confusion)."""
+    return model_key.removesuffix(".pth").removesuffix("_model") + f"_{kind}.png"

@@ -5,6 +5,7 @@ and errors say (`ctx.enter`). None of them writes outside the run's folder: obje
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,11 +29,17 @@ from training_agent.trainer.fetch import download_dataset, extract_planned, open
 from training_agent.trainer.identity import dataset_identity, run_identity
 from training_agent.trainer.images import set_max_image_pixels
 from training_agent.trainer.interrupt import StopSignal
+from training_agent.trainer.lr_find import find_lr
 from training_agent.trainer.metrics import classification_report, confusion_matrix
-from training_agent.trainer.model import build_model, check_model_name
+from training_agent.trainer.model import build_model, check_model_name, set_batchnorm_momentum
 from training_agent.trainer.owner import RunOwner
+from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.recipes import DataStats, Resolved, resolve
 
 logger = logging.getLogger(__name__)
+
+# PyTorch's default. Families built for long ImageNet runs use far less (see `set_batchnorm_momentum`).
+BATCHNORM_MOMENTUM = 0.1
 
 
 @dataclass
@@ -142,6 +149,34 @@ def gate(ctx: RunContext) -> DatasetLayout:
 
 
 # -- build --------------------------------------------------------------------------------------------------
+def choose_recipe(
+    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, device: torch.device
+) -> Resolved:
+    """The options this run trains with (`trainer/recipes.py`), logged with how each was chosen."""
+    counts = tuple(layout.counts["train"][name] for name in layout.classes)
+    stats = DataStats(len(layout.samples["train"]), layout.median_side, counts)
+    resolved = resolve(config, stats, cpu=device.type != "cuda")
+    chosen = resolved.config
+    stopping = (
+        f", early stopping after {chosen.early_stopping_patience} epochs without gain"
+        if chosen.early_stopping_patience
+        else ""
+    )
+    ctx.log.info(
+        f"Recipe {chosen.recipe} ({resolved.family.name} family): {chosen.image_size} px, batch "
+        f"{chosen.batch_size}, {chosen.optimizer} at {chosen.learning_rate:g}, {chosen.lr_schedule} "
+        f"schedule, up to {chosen.epochs} epochs{stopping}",
+        recipe=resolved.record(),
+    )
+    if resolved.class_weighted and config.class_weighted_loss is None:
+        ctx.log.info(
+            f"The classes are imbalanced (largest/smallest {stats.imbalance:.1f}x): the loss is weighted by "
+            "inverse class frequency (set class_weighted_loss to false to turn this off)",
+            imbalance=round(stats.imbalance, 3),
+        )
+    return resolved
+
+
 def open_checkpoints(
     ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, dataset: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -155,16 +190,23 @@ def open_checkpoints(
 
 
 def build(
-    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, device: torch.device, seed: int
+    ctx: RunContext, resolved: Resolved, layout: DatasetLayout, device: torch.device, seed: int
 ) -> torch.nn.Module:
+    config = resolved.config
     weights_file = None
     if config.weights_url:
         weights_file = ctx.owner.work_dir / "weights.pth"
         ctx.storage.download(config.weights_url, weights_file)
-    torch.manual_seed(seed)  # the new head's initial weights
+    torch.manual_seed(seed)  # the new head's (or, from scratch, every layer's) initial weights
     model = build_model(
-        config.preferred_model, len(layout.classes), pretrained=config.pretrained, weights_file=weights_file
-    ).to(device)
+        config.preferred_model,
+        len(layout.classes),
+        pretrained=config.pretrained,
+        weights_file=weights_file,
+        kwargs=resolved.build_kwargs,
+    )
+    set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
+    model = model.to(device)
     if ctx.settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
@@ -205,9 +247,10 @@ def prepare(
 
 
 # -- fit ----------------------------------------------------------------------------------------------------
-def fit_options(config: TrainingConfig, layout: DatasetLayout, settings: Settings, bf16: bool) -> FitOptions:
+def fit_options(resolved: Resolved, layout: DatasetLayout, settings: Settings, bf16: bool) -> FitOptions:
+    config = resolved.config
     class_weights = None
-    if config.class_weighted_loss:
+    if resolved.class_weighted:
         counts = [0] * len(layout.classes)
         for _path, target in layout.samples["train"]:
             counts[target] += 1
@@ -218,15 +261,45 @@ def fit_options(config: TrainingConfig, layout: DatasetLayout, settings: Setting
         epochs=config.epochs,
         learning_rate=config.learning_rate,
         log_every=settings.log_every_steps,
+        optimizer=config.optimizer,
+        weight_decay=config.weight_decay,
         lr_schedule=config.lr_schedule,
+        lr_warmup_epochs=config.lr_warmup_epochs or 0.0,
         lr_step_size=config.resolved_lr_step_size,
         lr_gamma=config.lr_gamma,
         label_smoothing=config.label_smoothing,
+        grad_clip_norm=resolved.grad_clip_norm,
         class_weights=class_weights,
         patience=config.early_stopping_patience,
         bf16=bf16,
         compile=settings.compile,
     )
+
+
+def find_learning_rate(
+    ctx: RunContext,
+    model: torch.nn.Module,
+    loaders: dict[str, Loader],
+    preprocess: Preprocess,
+    options: FitOptions,
+) -> tuple[FitOptions, dict[str, Any]]:
+    """The opt-in range test: returns the options with the learning rate it found, and its record."""
+    ctx.enter("lr_find")
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
+    finding = find_lr(model, loaders["train"], preprocess, criterion, options)
+    if finding.learning_rate is None:
+        ctx.log.warning(
+            f"The learning-rate range test found no rate where the loss falls ({finding.steps} steps); "
+            f"keeping {options.learning_rate:g}",
+            lr_find=finding.record(),
+        )
+        return options, finding.record()
+    ctx.log.info(
+        f"Learning-rate range test ({finding.steps} steps): using {finding.learning_rate:.3g} "
+        f"instead of {options.learning_rate:g}",
+        lr_find=finding.record(),
+    )
+    return dataclasses.replace(options, learning_rate=finding.learning_rate), finding.record()
 
 
 def resume(ctx: RunContext, fitter: Fitter, state: dict[str, Any]) -> None:
@@ -286,9 +359,11 @@ def evaluate_on_test(ctx: RunContext, fitter: Fitter, layout: DatasetLayout) -> 
         confusion_matrix(result.targets, result.predictions, len(layout.classes)), layout.classes
     )
     ctx.log.info(
-        f"Test accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}",
+        f"Test accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f}, "
+        f"macro F1 {report['macro_f1']:.4f}",
         test_loss=round(result.loss, 6),
         test_accuracy=report["accuracy"],
+        test_balanced_accuracy=report["balanced_accuracy"],
         test_macro_f1=report["macro_f1"],
     )
     return report, result.loss

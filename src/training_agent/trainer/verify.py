@@ -4,6 +4,7 @@ fresh model of the recorded architecture and predicts what the trained model pre
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,12 +19,18 @@ MIN_AGREEMENT = 0.9
 
 @torch.no_grad()
 def smoke_check(
-    weights: Path, architecture: str, num_classes: int, trained: nn.Module, inputs: torch.Tensor
+    weights: Path,
+    architecture: str,
+    num_classes: int,
+    trained: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    kwargs: dict[str, Any] | None = None,
 ) -> float:
     """Raise StepError unless the file at `weights` reproduces `trained`'s predictions on `inputs` (a
     preprocessed batch); returns the share of predictions that agree."""
     try:
-        fresh = build_model(architecture, num_classes, pretrained=False)
+        fresh = build_model(architecture, num_classes, pretrained=False, kwargs=kwargs)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         fresh.load_state_dict(state)
     except Exception as exc:

@@ -1,0 +1,293 @@
+"""Training recipes: what a run uses for every option its project did not set.
+
+Two recipes (the metadata key `recipe`):
+
+- `seed` (the default) keeps the seed contract where it speaks (Adam at 0.001, batch 32, 224x224, the
+  metadata's epochs) and fills the open space well: warm-up then cosine, label smoothing, class weights on
+  imbalanced data, gradient clipping, and the family's construction choices below.
+- `auto` also picks what the contract fixes: the family's optimiser and learning rate (scaled to the batch),
+  a batch sized to the images, the image size from the data's own median size, and early stopping with the
+  epochs as a ceiling.
+
+Everything per family is data in `FAMILIES`, not code paths. An option the project set always wins; the
+model metadata records the recipe, what the project set and every value chosen here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from torchvision import models
+
+from training_agent.core.errors import InvalidInputError
+from training_agent.trainer.config import Optimizer, TrainingConfig
+
+STEP = "validate_config"
+REFERENCE_BATCH = 64  # the batch the families' learning rates below are for
+AUTO_EPOCHS = 30  # `auto` with no `epochs`: a ceiling that early stopping cuts short
+IMBALANCE_RATIO = 3.0  # largest / smallest class from which the loss is class-weighted by default
+
+
+@dataclass(frozen=True)
+class Family:
+    """One torchvision family's choices. `scratch_kwargs` go to the builder when there are no pretrained
+    weights to overwrite them (zero-init of residual branches); `kwargs` always (dropout, stochastic depth:
+    they change no weight shapes, so pretrained weights still load)."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    optimizer: Optimizer = "adamw"
+    lr_scratch: float = 2e-3
+    lr_pretrained: float = 5e-4
+    weight_decay: float = 0.05
+    grad_clip_norm: float = 5.0
+    # The smallest sensible input side from scratch (families that downsample 32x to 1x1 lose too much
+    # below it); pretrained weights want at least `pretrained_min_size`.
+    scratch_min_size: int = 32
+    pretrained_min_size: int = 96
+    # The smallest input the architecture runs at, where torchvision's weights metadata says more than the
+    # architecture needs (swin: 224 there, but its windows pad any size).
+    min_size: int | None = None
+    # The input side is fixed by the pretrained weights' position embeddings or partitions (vit, maxvit).
+    fixed_size: bool = False
+    # vit from scratch: built for the chosen size, which must be a multiple of the patch.
+    size_kwarg: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scratch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+_RESIDUAL = {"zero_init_residual": True}
+FAMILIES: tuple[Family, ...] = (
+    Family("resnet", ("resnet",), scratch_kwargs=_RESIDUAL),
+    Family("resnext", ("resnext",), scratch_kwargs=_RESIDUAL),
+    Family("wide_resnet", ("wide_resnet",), scratch_kwargs=_RESIDUAL),
+    Family("mobilenet_v2", ("mobilenet_v2",), lr_scratch=3e-3, scratch_min_size=64, kwargs={"dropout": 0.2}),
+    Family("mobilenet_v3", ("mobilenet_v3",), lr_scratch=3e-3, scratch_min_size=64, kwargs={"dropout": 0.2}),
+    Family("efficientnet", ("efficientnet_b",), lr_scratch=3e-3, scratch_min_size=64),
+    Family("efficientnet_v2", ("efficientnet_v2",), lr_scratch=3e-3, scratch_min_size=64),
+    Family("regnet", ("regnet",)),
+    Family("convnext", ("convnext",), lr_scratch=1e-3, lr_pretrained=1e-4, grad_clip_norm=1.0),
+    Family("densenet", ("densenet",)),
+    Family("shufflenet", ("shufflenet",), lr_scratch=3e-3, scratch_min_size=64),
+    # Its classifier is a 1x1 conv after dropout 0.5 with no normalisation: a gentler rate keeps its ReLUs
+    # alive from scratch.
+    Family("squeezenet", ("squeezenet",), lr_scratch=5e-4, lr_pretrained=2e-4, weight_decay=5e-4),
+    Family("mnasnet", ("mnasnet",), lr_scratch=3e-3, scratch_min_size=64, kwargs={"dropout": 0.2}),
+    Family(
+        "vit",
+        ("vit_",),
+        lr_scratch=5e-4,
+        lr_pretrained=5e-5,
+        grad_clip_norm=1.0,
+        scratch_min_size=64,
+        fixed_size=True,
+        size_kwarg="image_size",
+    ),
+    Family("swin", ("swin_",), lr_scratch=1e-3, lr_pretrained=1e-4, grad_clip_norm=1.0, min_size=32),
+    Family("maxvit", ("maxvit",), lr_scratch=1e-3, lr_pretrained=1e-4, grad_clip_norm=1.0, fixed_size=True),
+    Family("alexnet", ("alexnet",), lr_scratch=3e-4, lr_pretrained=1e-4, scratch_min_size=64),
+    Family("vgg", ("vgg",), lr_scratch=3e-4, lr_pretrained=1e-4),
+    Family("googlenet", ("googlenet",)),
+    Family("inception", ("inception",), scratch_min_size=96),
+)
+DEFAULT_FAMILY = Family("other", ())
+
+
+def family_of(model: str) -> Family:
+    """The family whose name prefix matches `model` (the longest prefix wins), else the generic one."""
+    matches = [(len(p), f) for f in FAMILIES for p in f.prefixes if model.startswith(p)]
+    return max(matches, key=lambda m: m[0])[1] if matches else DEFAULT_FAMILY
+
+
+@cache
+def native_size(model: str) -> int:
+    """The input side the model's ImageNet weights were evaluated at (224 for most, 384 for efficientnet_v2_s,
+    518 for vit_h_14)."""
+    weights = models.get_model_weights(model).DEFAULT
+    crop = getattr(weights.transforms(), "crop_size", [224])
+    return int(crop[0])
+
+
+def minimum_size(model: str, *, pretrained: bool = True) -> int:
+    """The smallest input the architecture accepts (torchvision's `min_size` for its weights, unless the
+    family knows better; a ViT from scratch is built for its size, so only its patch limits it)."""
+    family = family_of(model)
+    if family.size_kwarg and not pretrained:
+        return _vit_patch(model)
+    if family.min_size is not None:
+        return family.min_size
+    return _weights_min_size(model)
+
+
+@cache
+def _weights_min_size(model: str) -> int:
+    weights = models.get_model_weights(model).DEFAULT
+    return int(weights.meta.get("min_size", (1, 1))[0])
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the recipe reads off the dataset: the training images' count and median side, the class sizes."""
+
+    train_images: int
+    median_side: int | None
+    class_counts: tuple[int, ...]
+
+    @property
+    def imbalance(self) -> float:
+        counts = [c for c in self.class_counts if c > 0]
+        return max(counts) / min(counts) if counts else 1.0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The options a run uses, and how each was arrived at (for the logs and the model metadata)."""
+
+    config: TrainingConfig
+    family: Family
+    build_kwargs: dict[str, Any]  # to the torchvision builder
+    shape_kwargs: dict[str, Any]  # the subset that changes weight shapes: needed to rebuild the model
+    grad_clip_norm: float
+    class_weighted: bool
+    chosen: dict[str, Any]
+    set_by_project: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.config.recipe,
+            "family": self.family.name,
+            "set_by_project": list(self.set_by_project),
+            "chosen": self.chosen,
+            "builder_kwargs": self.build_kwargs,
+        }
+
+
+def _pow2_floor(x: float) -> int:
+    return 1 << max(0, math.floor(math.log2(max(x, 1))))
+
+
+def auto_image_size(model: str, family: Family, stats: DataStats, *, pretrained: bool, cpu: bool) -> int:
+    """The median source side rounded up to a multiple of 32, within what the family and its weights want."""
+    if family.fixed_size and (pretrained or family.size_kwarg is None):
+        return native_size(model)
+    floor = max(
+        family.pretrained_min_size if pretrained else family.scratch_min_size,
+        minimum_size(model, pretrained=pretrained),
+    )
+    ceiling = min(native_size(model), 224 if cpu else 320)
+    side = stats.median_side or native_size(model)
+    size = max(32, math.ceil(side / 32) * 32)
+    return max(floor, min(size, max(ceiling, floor)))
+
+
+def auto_batch_size(image_size: int, stats: DataStats, *, cpu: bool) -> int:
+    """About as many pixels per batch as 32 (CPU) or 64 (GPU) images of 224x224, so small images get large
+    batches (tiny feature maps leave the vector units idle otherwise); at least 8 steps per epoch."""
+    base = 32 if cpu else 64
+    batch = _pow2_floor(base * (224 / image_size) ** 2)
+    batch = min(batch, 256, _pow2_floor(stats.train_images / 8))
+    return max(batch, 16) if stats.train_images >= 16 else max(stats.train_images, 1)
+
+
+def scaled_lr(base: float, batch: int, optimizer: Optimizer) -> float:
+    """The family's rate (for REFERENCE_BATCH) at this batch: linear for SGD, square root for Adam(W)."""
+    ratio = batch / REFERENCE_BATCH
+    return base * (ratio if optimizer == "sgd" else math.sqrt(ratio))
+
+
+def _check_size(model: str, family: Family, size: int, pretrained: bool) -> None:
+    if family.fixed_size and size != native_size(model):
+        if pretrained or family.size_kwarg is None:
+            how = "with pretrained weights" if family.size_kwarg else "always"
+            raise InvalidInputError(
+                f"metadata.image_size must be {native_size(model)} for {model} ({how}); got {size}", step=STEP
+            )
+        patch = _vit_patch(model)
+        if size % patch:
+            raise InvalidInputError(
+                f"metadata.image_size {size} must be a multiple of {model}'s patch size {patch}", step=STEP
+            )
+    low = minimum_size(model, pretrained=pretrained)
+    if size < low:
+        raise InvalidInputError(
+            f"metadata.image_size {size} is too small for {model}, which needs at least {low} px", step=STEP
+        )
+
+
+def _vit_patch(model: str) -> int:
+    return int(model.rsplit("_", 1)[-1])  # vit_b_16 → 16
+
+
+def _auto_choices(config: TrainingConfig, family: Family, stats: DataStats, cpu: bool) -> dict[str, Any]:
+    """`auto`'s values for the options the contract fixes."""
+    pretrained = config.pretrained or config.weights_url is not None
+    model = config.preferred_model
+    image_size = auto_image_size(model, family, stats, pretrained=pretrained, cpu=cpu)
+    if family.size_kwarg and not pretrained:
+        image_size = math.ceil(image_size / _vit_patch(model)) * _vit_patch(model)
+    set_ = config.model_fields_set
+    size = config.image_size if "image_size" in set_ else image_size
+    batch = config.batch_size if "batch_size" in set_ else auto_batch_size(size, stats, cpu=cpu)
+    optimizer = config.optimizer if "optimizer" in set_ else family.optimizer
+    epochs = config.epochs if "epochs" in set_ else AUTO_EPOCHS
+    base_lr = family.lr_pretrained if pretrained else family.lr_scratch
+    return {
+        "image_size": image_size,
+        "batch_size": batch,
+        "optimizer": optimizer,
+        "learning_rate": round(scaled_lr(base_lr, batch, optimizer), 8),
+        "weight_decay": family.weight_decay if optimizer != "adam" else 0.0,
+        "epochs": epochs,
+        "early_stopping_patience": max(3, math.ceil(epochs / 5)),
+    }
+
+
+def _open_choices(config: TrainingConfig, epochs: int) -> dict[str, Any]:
+    """Both recipes: the warm-up length the contract leaves open."""
+    return {"lr_warmup_epochs": round(min(1.0, 0.1 * epochs), 4)}
+
+
+def resolve(config: TrainingConfig, stats: DataStats, *, cpu: bool) -> Resolved:
+    """The options this run trains with: the project's, then the recipe's, then the defaults."""
+    family = family_of(config.preferred_model)
+    set_ = config.model_fields_set
+    pretrained = config.pretrained or config.weights_url is not None
+    candidates = _auto_choices(config, family, stats, cpu) if config.recipe == "auto" else {}
+    epochs = config.epochs if "epochs" in set_ else candidates.get("epochs", config.epochs)
+    candidates.update(_open_choices(config, epochs))
+    chosen = {key: value for key, value in candidates.items() if key not in set_}
+    resolved = config.model_copy(update=chosen)
+    _check_size(resolved.preferred_model, family, resolved.image_size, pretrained)
+
+    build_kwargs = dict(family.kwargs)
+    if not pretrained:
+        build_kwargs.update(family.scratch_kwargs)
+    shape_kwargs: dict[str, Any] = {}
+    if family.size_kwarg and resolved.image_size != native_size(resolved.preferred_model) and not pretrained:
+        shape_kwargs[family.size_kwarg] = resolved.image_size
+    build_kwargs.update(shape_kwargs)
+
+    grad_clip = config.grad_clip_norm if config.grad_clip_norm is not None else family.grad_clip_norm
+    class_weighted = (
+        config.class_weighted_loss
+        if config.class_weighted_loss is not None
+        else stats.imbalance >= IMBALANCE_RATIO
+    )
+    if config.grad_clip_norm is None:
+        chosen["grad_clip_norm"] = grad_clip
+    if config.class_weighted_loss is None:
+        chosen["class_weighted_loss"] = class_weighted
+    return Resolved(
+        resolved,
+        family,
+        build_kwargs,
+        shape_kwargs,
+        grad_clip,
+        class_weighted,
+        chosen,
+        tuple(sorted(set_ - {"preferred_model"})),
+    )

@@ -87,9 +87,9 @@ def test_auto_sizes_small_scans_small_and_batches_them_big() -> None:
     resolved = resolve(config(recipe="auto", pretrained=False, epochs=5), DIGITS, cpu=True)
     chosen = resolved.config
     assert chosen.image_size == 32  # 8 px scans, rounded up to the family's smallest sensible size
-    assert chosen.batch_size == 128  # small images: big batches, still ~10 steps per epoch
+    assert chosen.batch_size == 64  # small images: big batches, but still 16+ steps per epoch
     assert chosen.optimizer == "adamw" and chosen.weight_decay == 0.05
-    assert chosen.learning_rate == pytest.approx(2e-3 * (128 / 64) ** 0.5, rel=1e-5)
+    assert chosen.learning_rate == pytest.approx(3e-3, rel=1e-5)
     assert chosen.epochs == 5 and chosen.early_stopping_patience == 3
     assert resolved.build_kwargs == {"zero_init_residual": True}
     assert resolved.record()["set_by_project"] == ["epochs", "pretrained", "recipe"]
@@ -143,13 +143,14 @@ def test_auto_learning_rate_follows_the_batch_and_the_weights() -> None:
     scratch = resolve(config(recipe="auto", pretrained=False, batch_size=64), DIGITS, cpu=True)
     tuned = resolve(config(recipe="auto", pretrained=True, batch_size=64), DIGITS, cpu=True)
     sgd = resolve(config(recipe="auto", optimizer="sgd", batch_size=128), DIGITS, cpu=True)
-    assert scratch.config.learning_rate == pytest.approx(2e-3)
+    assert scratch.config.learning_rate == pytest.approx(3e-3)
     assert tuned.config.learning_rate == pytest.approx(5e-4)
     assert sgd.config.learning_rate == pytest.approx(5e-4 * 2)  # linear scaling for SGD
 
 
 def test_batch_size_keeps_enough_steps_per_epoch() -> None:
-    assert auto_batch_size(32, DataStats(300, 8, (150, 150)), cpu=True) == 32
+    assert auto_batch_size(32, DataStats(300, 8, (150, 150)), cpu=True) == 16
+    assert auto_batch_size(32, DataStats(50_000, 8, (25_000, 25_000)), cpu=True) == 256
     assert auto_batch_size(224, PHOTOS, cpu=True) == 32
     assert auto_batch_size(224, PHOTOS, cpu=False) == 64
     assert auto_batch_size(32, DataStats(10, 8, (5, 5)), cpu=True) == 10

@@ -29,6 +29,7 @@ from training_agent.trainer.config import Optimizer, TrainingConfig
 STEP = "validate_config"
 REFERENCE_BATCH = 64  # the batch the families' learning rates below are for
 AUTO_EPOCHS = 30  # `auto` with no `epochs`: a ceiling that early stopping cuts short
+MIN_STEPS_PER_EPOCH = 16  # `auto` keeps batches small enough for this many steps per epoch
 IMBALANCE_RATIO = 3.0  # largest / smallest class from which the loss is class-weighted by default
 
 
@@ -41,7 +42,7 @@ class Family:
     name: str
     prefixes: tuple[str, ...]
     optimizer: Optimizer = "adamw"
-    lr_scratch: float = 2e-3
+    lr_scratch: float = 3e-3
     lr_pretrained: float = 5e-4
     weight_decay: float = 0.05
     grad_clip_norm: float = 5.0
@@ -186,10 +187,11 @@ def auto_image_size(model: str, family: Family, stats: DataStats, *, pretrained:
 
 def auto_batch_size(image_size: int, stats: DataStats, *, cpu: bool) -> int:
     """About as many pixels per batch as 32 (CPU) or 64 (GPU) images of 224x224, so small images get large
-    batches (tiny feature maps leave the vector units idle otherwise); at least 8 steps per epoch."""
+    batches (tiny feature maps leave the vector units idle otherwise); at least 16 steps per epoch, since
+    on a small dataset the number of steps, not the images per second, limits what a few epochs learn."""
     base = 32 if cpu else 64
     batch = _pow2_floor(base * (224 / image_size) ** 2)
-    batch = min(batch, 256, _pow2_floor(stats.train_images / 8))
+    batch = min(batch, 256, _pow2_floor(stats.train_images / MIN_STEPS_PER_EPOCH))
     return max(batch, 16) if stats.train_images >= 16 else max(stats.train_images, 1)
 
 

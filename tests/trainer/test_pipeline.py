@@ -7,6 +7,7 @@ the error in its metadata, and nothing left in the work dir or the bucket.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,38 @@ def test_trains_and_publishes(settings: Settings, records: RecordsStore, dataset
     assert messages[-1].startswith("Training completed")
     assert {log.log_level for log in records.recent_logs(project.id)} == {"info"}
     assert list(settings.work_dir.iterdir()) == []
+
+
+def test_auto_recipe_with_lr_find_on_imbalanced_classes(
+    settings: Settings, records: RecordsStore, datasets: DatasetFactory
+) -> None:
+    """recipe auto picks what the project left open (the project's epochs and size stay), the range test
+    picks the rate, and 3x more images of one class turn on the class-weighted loss; logged and recorded."""
+    archive = datasets.shapes(per_class=(24, 4, 4))
+    project = seed_project(records, str(archive), metadata={"recipe": "auto", "lr_find": True, "seed": 2})
+    # Drop two thirds of one class's training images: 24 against 8.
+    with zipfile.ZipFile(archive) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    square = sorted(n for n in members if "/train/" in f"/{n}" and "square" in n and not n.endswith("/"))
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in members.items():
+            if name not in square[8:]:
+                zf.writestr(name, data)
+
+    result = run(project.id, settings, records)
+
+    assert result.succeeded, result.error
+    meta = result.metrics
+    recipe = meta["recipe"]
+    assert recipe["name"] == "auto" and recipe["family"] == "resnet"
+    assert {"epochs", "image_size", "batch_size"} <= set(recipe["set_by_project"])  # the fast test options
+    assert recipe["chosen"]["optimizer"] == "adamw" and recipe["chosen"]["class_weighted_loss"] is True
+    assert meta["image_size"] == 16 and meta["optimizer"] == "adamw"
+    assert meta["lr_find"]["steps"] > 0 and meta["learning_rate"] == recipe["chosen"]["learning_rate"]
+    messages = [log.message for log in records.recent_logs(project.id)]
+    assert any(m.startswith("Recipe auto (resnet family): 16 px, batch 8, adamw") for m in messages)
+    assert any("imbalanced (largest/smallest 3.0x)" in m for m in messages)
+    assert any(m.startswith("Learning-rate range test") for m in messages)
 
 
 def test_claimed_run_requires_training_status(

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 START_LR, END_LR = 1e-7, 1.0
 SMOOTHING = 0.9  # exponential moving average of the loss
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its best
+MIN_DROP = 0.9  # below a 10% fall from the first loss, batch-to-batch noise could pass for learning
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ def find_lr(
     *,
     max_steps: int = 100,
 ) -> LrFinding:
-    """Run the range test on the training split (at most `max_steps` batches, cycling if it is smaller)."""
+    """Run the range test on the training split: three epochs' worth of batches, at least 30 (cycling
+    through a small split) and at most `max_steps`, so that it costs a small share of any run."""
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    steps = max(max_steps, 10)
+    steps = max(min(max_steps, 3 * len(loader)), min(30, max_steps), 10)
     optimizer = make_optimizer(model, dataclasses.replace(options, learning_rate=START_LR))
     growth = (END_LR / START_LR) ** (1 / (steps - 1))
     model.train()
@@ -67,7 +69,7 @@ def find_lr(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                value = float(loss)
+                value = float(loss.detach())
                 smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * value
                 debiased = smoothed / (1 - SMOOTHING ** (step + 1))
                 losses.append((lr, debiased))
@@ -84,7 +86,7 @@ def find_lr(
     chosen = None
     if len(finite) >= 5:
         lowest_lr, lowest = min(finite, key=lambda point: point[1])
-        if lowest < finite[0][1]:
+        if lowest < MIN_DROP * finite[0][1]:
             chosen = float(min(max(lowest_lr / 10, 1e-6), 1.0))
     curve = [(round(lr, 10), round(loss, 5)) for lr, loss in finite[:: max(len(finite) // 20, 1)]]
     return LrFinding(chosen, step, curve)

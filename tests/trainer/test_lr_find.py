@@ -40,7 +40,8 @@ def test_a_loss_that_never_falls_keeps_the_configured_rate() -> None:
             self.inner, self.bias = model, bias
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x) + 0 * self.bias
+            out: torch.Tensor = self.inner(x) + 0 * self.bias
+            return out
 
     preprocess = Preprocess(CPU, augmentation=Augmentation(enabled=False), seed=0, channels_last=False)
     options = FitOptions(epochs=1, learning_rate=0.001)

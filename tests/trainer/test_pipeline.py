@@ -142,7 +142,7 @@ def test_auto_recipe_with_lr_find_on_imbalanced_classes(
     assert {"epochs", "image_size", "batch_size"} <= set(recipe["set_by_project"])  # the fast test options
     assert recipe["chosen"]["optimizer"] == "adamw" and recipe["chosen"]["class_weighted_loss"] is True
     assert meta["image_size"] == 16 and meta["optimizer"] == "adamw"
-    assert meta["lr_find"]["steps"] > 0 and meta["learning_rate"] == recipe["chosen"]["learning_rate"]
+    assert meta["lr_find"]["steps"] > 0 and meta["learning_rate"] == meta["lr_find"]["learning_rate"]
     messages = [log.message for log in records.recent_logs(project.id)]
     assert any(m.startswith("Recipe auto (resnet family): 16 px, batch 8, adamw") for m in messages)
     assert any("imbalanced (largest/smallest 3.0x)" in m for m in messages)

@@ -1,4 +1,4 @@
-"""Recipes: the seed contract by default, per-family choices under `auto`, and the project's options winning."""
+"""Recipes: the seed contract by default, per-family choices under `auto`, the project's options winning."""
 
 from __future__ import annotations
 
@@ -174,7 +174,9 @@ def test_imbalanced_classes_get_a_weighted_loss_unless_the_project_says_no() -> 
         ({"preferred_model": "maxvit_t", "image_size": 256, "pretrained": False}, "must be 224"),
     ],
 )
-def test_sizes_a_model_cannot_take_are_refused_before_training(metadata: dict[str, object], message: str) -> None:
+def test_sizes_a_model_cannot_take_are_refused_before_training(
+    metadata: dict[str, object], message: str
+) -> None:
     with pytest.raises(InvalidInputError, match=message) as raised:
         resolve(config(**metadata), DIGITS, cpu=True)
     assert raised.value.step == "validate_config"

@@ -33,7 +33,6 @@ from training_agent.trainer.result import RunResult
 from training_agent.trainer.stages import RunContext
 from training_agent.trainer.verify import smoke_check
 
-
 PICTURE_KEYS = ("curves_url", "confusion_url")
 
 
@@ -64,6 +63,8 @@ def metrics(
         "images_per_second": round(train_images / train_seconds, 2) if train_seconds else 0.0,
         "training_seconds": round(training_seconds, 3),
         "seed": seed,
+        # What the optimiser started from: the recipe's (or the project's) rate, or the range test's.
+        "learning_rate": fitter.options.learning_rate,
         "precision": "bf16" if fitter.options.bf16 else "fp32",
     }
 

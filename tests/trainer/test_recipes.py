@@ -91,7 +91,7 @@ def test_auto_sizes_small_scans_small_and_batches_them_big() -> None:
     assert chosen.optimizer == "adamw" and chosen.weight_decay == 0.05
     assert chosen.learning_rate == pytest.approx(3e-3, rel=1e-5)
     assert chosen.epochs == 5 and chosen.early_stopping_patience == 3
-    assert resolved.build_kwargs == {"zero_init_residual": True}
+    assert resolved.build_kwargs == {}
     assert resolved.record()["set_by_project"] == ["epochs", "pretrained", "recipe"]
 
 

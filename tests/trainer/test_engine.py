@@ -176,3 +176,11 @@ def test_bf16_training_runs_on_this_cpu_when_supported() -> None:
         pytest.skip("this CPU has no AVX512-BF16/AMX")
     history = fitter(epochs=1, bf16=True).fit(lambda record: None, lambda: None)
     assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN
+
+
+def test_best_weights_load_back_into_models_that_check_their_state_version() -> None:
+    """MNASNet refuses a state_dict without the per-module version metadata; the best-epoch copy keeps it."""
+    from torchvision import models
+
+    model = models.mnasnet0_5(num_classes=3)
+    model.load_state_dict(engine._cpu_state(model))

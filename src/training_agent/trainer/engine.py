@@ -9,6 +9,7 @@ import math
 import resource
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -353,4 +354,11 @@ class Fitter:
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A CPU copy of the state_dict that keeps its `_metadata`: the per-module versions some modules need
+    to load their own state back (torchvision's MNASNet refuses a state without them)."""
+    state = model.state_dict()
+    copy: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (k, v.detach().to("cpu", copy=True)) for k, v in state.items()
+    )
+    copy._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return copy

@@ -101,6 +101,7 @@ def test_auto_uses_the_family_range_and_the_device() -> None:
         return resolve(config(**metadata), stats, cpu=cpu).config.image_size
 
     assert size("mobilenet_v3_small", DIGITS) == 64  # downsamples 32x: 32 px would leave 1x1 maps early
+    assert size("squeezenet1_1", DIGITS) == 64
     assert size("resnet18", DIGITS, pretrained=True) == 96  # ImageNet features want more than 32 px
     assert size("resnet18", PHOTOS) == 224  # phone photos do not need 480 px on a CPU...
     assert size("resnet18", PHOTOS, cpu=False) == 224  # ...nor above the weights' own resolution
@@ -154,6 +155,7 @@ def test_batch_size_keeps_enough_steps_per_epoch() -> None:
     assert auto_batch_size(224, PHOTOS, cpu=True) == 32
     assert auto_batch_size(224, PHOTOS, cpu=False) == 64
     assert auto_batch_size(32, DataStats(10, 8, (5, 5)), cpu=True) == 10
+    assert auto_batch_size(64, DIGITS, cpu=True, max_batch=32) == 32  # the mobile families' cap
 
 
 def test_imbalanced_classes_get_a_weighted_loss_unless_the_project_says_no() -> None:

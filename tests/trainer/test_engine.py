@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,9 +179,14 @@ def test_bf16_training_runs_on_this_cpu_when_supported() -> None:
     assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN
 
 
-def test_best_weights_load_back_into_models_that_check_their_state_version() -> None:
-    """MNASNet refuses a state_dict without the per-module version metadata; the best-epoch copy keeps it."""
+def test_best_weights_load_back_into_models_that_check_their_state_version(tmp_path: Path) -> None:
+    """MNASNet refuses a state_dict without the per-module version metadata; the best-epoch copy and the
+    saved file keep it."""
     from torchvision import models
 
+    from training_agent.trainer.checkpoint import cpu_state_dict, save_state_dict
+
     model = models.mnasnet0_5(num_classes=3)
-    model.load_state_dict(engine._cpu_state(model))
+    model.load_state_dict(cpu_state_dict(model))
+    saved = save_state_dict(model, tmp_path / "model.pth")
+    models.mnasnet0_5(num_classes=3).load_state_dict(torch.load(saved, weights_only=True))

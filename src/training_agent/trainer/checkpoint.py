@@ -11,6 +11,7 @@ neither the dataset nor the options changed.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -28,9 +29,20 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the state_dict that keeps its `_metadata`: the per-module versions some modules need
+    to load their own state back (torchvision's MNASNet refuses a state without them)."""
+    state = model.state_dict()
+    copy: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (k, v.detach().to("cpu", copy=True)) for k, v in state.items()
+    )
+    copy._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return copy
+
+
 def save_state_dict(model: nn.Module, path: Path) -> Path:
     """Save the model's state_dict to `path` atomically, tensors on the CPU."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = cpu_state_dict(model)
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 

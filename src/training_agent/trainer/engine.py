@@ -9,7 +9,6 @@ import math
 import resource
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from training_agent.core.errors import ConfigurationError, Interrupted
+from training_agent.trainer.checkpoint import cpu_state_dict
 from training_agent.trainer.data import Loader
 from training_agent.trainer.optim import make_optimizer, make_scheduler
 from training_agent.trainer.preprocess import Preprocess
@@ -194,7 +194,7 @@ class Fitter:
     # -- checkpoint state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": _cpu_state(self.model),
+            "model": cpu_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "progress": asdict(self.progress),
@@ -219,7 +219,7 @@ class Fitter:
         self.progress = Progress(**state["progress"])
         self.best_state = state["best_state"]
         if self.best_state is None and self.progress.best_epoch > 0:
-            self.best_state = _cpu_state(self.model)
+            self.best_state = cpu_state_dict(self.model)
         self.preprocess.load_state_dict(state["preprocess"])
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"]["cuda"]:
@@ -326,7 +326,7 @@ class Fitter:
                 progress.epoch,
             )
             progress.epochs_without_improvement = 0
-            self.best_state = _cpu_state(self.model)
+            self.best_state = cpu_state_dict(self.model)
         else:
             progress.epochs_without_improvement += 1
         record = {
@@ -351,14 +351,3 @@ class Fitter:
         progress.epoch += 1
         progress.start_epoch()
         return record
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the state_dict that keeps its `_metadata`: the per-module versions some modules need
-    to load their own state back (torchvision's MNASNet refuses a state without them)."""
-    state = model.state_dict()
-    copy: OrderedDict[str, torch.Tensor] = OrderedDict(
-        (k, v.detach().to("cpu", copy=True)) for k, v in state.items()
-    )
-    copy._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
-    return copy

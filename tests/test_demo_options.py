@@ -14,16 +14,13 @@ from training_agent import cli
 from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_USAGE, ConfigurationError, InvalidInputError
 from training_agent.core.records import NewModel, RecordsStore
 from training_agent.demo import (
-    MAX_CLASS_ROWS,
     QUICK_OPTIONS,
     DemoOptions,
     check_options,
-    format_summary,
     project_metadata,
-    shown_value,
-    summarize,
     training_option_defaults,
 )
+from training_agent.demo_summary import MAX_CLASS_ROWS, format_summary, shown_value, summarize
 from training_agent.trainer.config import TrainingConfig
 
 

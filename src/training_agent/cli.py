@@ -238,7 +238,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def demo_training_options(args: argparse.Namespace) -> dict[str, Any]:
     """The training options the demo's command line gives: its named flags and every --option; a key that
     both set is refused (which one was meant?)."""
-    from training_agent.demo import shown_value
+    from training_agent.demo_summary import shown_value
 
     flags = {key: getattr(args, key) for key in _DEMO_FLAGS if getattr(args, key) is not None}
     options = dict(args.options or [])
@@ -252,7 +252,8 @@ def demo_training_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
-    from training_agent.demo import DemoOptions, check_options, format_summary, run_demo
+    from training_agent.demo import DemoOptions, check_options, run_demo
+    from training_agent.demo_summary import format_summary
 
     options = DemoOptions(
         dataset=args.dataset,

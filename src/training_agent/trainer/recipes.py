@@ -262,7 +262,7 @@ def _auto_choices(config: TrainingConfig, family: Family, stats: DataStats, cpu:
     }
 
 
-def _open_choices(config: TrainingConfig, epochs: int) -> dict[str, Any]:
+def _open_choices(epochs: int) -> dict[str, Any]:
     """Both recipes: the warm-up length the contract leaves open."""
     return {"lr_warmup_epochs": round(min(1.0, 0.1 * epochs), 4)}
 
@@ -274,7 +274,7 @@ def resolve(config: TrainingConfig, stats: DataStats, *, cpu: bool) -> Resolved:
     pretrained = config.pretrained or config.weights_url is not None
     candidates = _auto_choices(config, family, stats, cpu) if config.recipe == "auto" else {}
     epochs = config.epochs if "epochs" in set_ else candidates.get("epochs", config.epochs)
-    candidates.update(_open_choices(config, epochs))
+    candidates.update(_open_choices(epochs))
     chosen = {key: value for key, value in candidates.items() if key not in set_}
     resolved = config.model_copy(update=chosen)
     _check_size(resolved.preferred_model, family, resolved.image_size, pretrained)

@@ -251,9 +251,7 @@ def fit_options(resolved: Resolved, layout: DatasetLayout, settings: Settings, b
     config = resolved.config
     class_weights = None
     if resolved.class_weighted:
-        counts = [0] * len(layout.classes)
-        for _path, target in layout.samples["train"]:
-            counts[target] += 1
+        counts = [layout.counts["train"][name] for name in layout.classes]
         total = sum(counts)
         # Inverse frequency, scaled so that a balanced dataset gets weight 1 everywhere.
         class_weights = tuple(total / (len(counts) * max(c, 1)) for c in counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,10 @@ class RecordsStore(abc.ABC):
     @abc.abstractmethod
     def projects_in_status(self, status: str, *, limit: int = 1000) -> list[Project]:
         """Projects in `status`, oldest update first."""
+
+    @abc.abstractmethod
+    def list_projects(self, *, statuses: Collection[str] | None = None, limit: int = 50) -> list[Project]:
+        """Projects in any of `statuses` (None: any status), most recently updated first."""
 
     @abc.abstractmethod
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
@@ -63,8 +68,11 @@ class RecordsStore(abc.ABC):
         """Append one `agent_logs` row."""
 
     @abc.abstractmethod
-    def recent_logs(self, project_id: UUID, *, limit: int = 50) -> list[AgentLog]:
-        """The project's newest `agent_logs` rows, newest first."""
+    def recent_logs(
+        self, project_id: UUID, *, limit: int = 50, levels: Collection[str] | None = None
+    ) -> list[AgentLog]:
+        """The project's newest `agent_logs` rows (only those whose `log_level` is in `levels`, when given),
+        newest first."""
 
     @abc.abstractmethod
     def list_models(self, project_id: UUID) -> list[ModelRecord]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,16 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
     return data
 
 
+def _one_of(column: str, values: Collection[str] | None) -> tuple[str, list[str]]:
+    """The condition `column IN (?, ...)` and its parameters; always true for None (any value). The column
+    name is always one of ours, never the caller's."""
+    if values is None:
+        return "1", []
+    marks = ", ".join("?" for _ in values)
+    # An empty collection matches nothing, as `IN ()` would if SQL allowed it.
+    return (f"{column} IN ({marks})" if values else "0"), list(values)
+
+
 class SQLiteRecords(RecordsStore):
     """RecordsStore on a local SQLite file (created with its tables on first use)."""
 
@@ -130,6 +140,15 @@ class SQLiteRecords(RecordsStore):
         with self._connect() as db:
             rows = db.execute(
                 "SELECT * FROM projects WHERE status = ? ORDER BY updated_at, rowid LIMIT ?", (status, limit)
+            ).fetchall()
+        return [Project.model_validate(_row_dict(r)) for r in rows]
+
+    def list_projects(self, *, statuses: Collection[str] | None = None, limit: int = 50) -> list[Project]:
+        condition, params = _one_of("status", statuses)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT * FROM projects WHERE {condition} ORDER BY updated_at DESC, rowid DESC LIMIT ?",  # noqa: S608
+                [*params, limit],
             ).fetchall()
         return [Project.model_validate(_row_dict(r)) for r in rows]
 
@@ -196,11 +215,15 @@ class SQLiteRecords(RecordsStore):
             },
         )
 
-    def recent_logs(self, project_id: UUID, *, limit: int = 50) -> list[AgentLog]:
+    def recent_logs(
+        self, project_id: UUID, *, limit: int = 50, levels: Collection[str] | None = None
+    ) -> list[AgentLog]:
+        condition, params = _one_of("log_level", levels)
         with self._connect() as db:
             rows = db.execute(
-                "SELECT * FROM agent_logs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                (str(project_id), limit),
+                f"SELECT * FROM agent_logs WHERE project_id = ? AND {condition} "  # noqa: S608
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                [str(project_id), *params, limit],
             ).fetchall()
         return [AgentLog.model_validate(_row_dict(r)) for r in rows]
 

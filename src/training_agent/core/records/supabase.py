@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -184,6 +184,18 @@ class SupabaseRecords(RecordsStore):
         )
         return [Project.model_validate(r) for r in _rows(response)]
 
+    def list_projects(self, *, statuses: Collection[str] | None = None, limit: int = 50) -> list[Project]:
+        if statuses is not None and not statuses:
+            return []  # PostgREST reads `in.()` as a syntax error, not as "nothing"
+
+        def request() -> Any:
+            query = self.client.table("projects").select("*")
+            if statuses is not None:
+                query = query.in_("status", list(statuses))
+            return query.order("updated_at", desc=True).limit(limit).execute()
+
+        return [Project.model_validate(r) for r in _rows(self._call("list projects", request))]
+
     def latest_dataset(self, project_id: UUID) -> Dataset | None:
         response = self._call(
             "read the dataset",
@@ -262,19 +274,19 @@ class SupabaseRecords(RecordsStore):
         }
         self._insert("agent_logs", "write to agent_logs", row)
 
-    def recent_logs(self, project_id: UUID, *, limit: int = 50) -> list[AgentLog]:
-        response = self._call(
-            "read agent_logs",
-            lambda: (
-                self.client.table("agent_logs")
-                .select("*")
-                .eq("project_id", str(project_id))
-                .order("created_at", desc=True)
-                .limit(limit)
-                .execute()
-            ),
-        )
-        return [AgentLog.model_validate(r) for r in _rows(response)]
+    def recent_logs(
+        self, project_id: UUID, *, limit: int = 50, levels: Collection[str] | None = None
+    ) -> list[AgentLog]:
+        if levels is not None and not levels:
+            return []  # PostgREST reads `in.()` as a syntax error, not as "nothing"
+
+        def request() -> Any:
+            query = self.client.table("agent_logs").select("*").eq("project_id", str(project_id))
+            if levels is not None:
+                query = query.in_("log_level", list(levels))
+            return query.order("created_at", desc=True).limit(limit).execute()
+
+        return [AgentLog.model_validate(r) for r in _rows(self._call("read agent_logs", request))]
 
     def list_models(self, project_id: UUID) -> list[ModelRecord]:
         response = self._call(

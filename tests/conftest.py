@@ -26,6 +26,7 @@ _SERVICE_VARS = (
     "STORAGE_EMULATOR_HOST",
     "MCP_API_KEY",
     "LOG_LEVEL",
+    "LOG_FORMAT",
 )
 
 
@@ -58,6 +59,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # Most API tests start projects whose dataset URL is a placeholder (gs://bucket/d.zip) that the
         # pre-flight would refuse; tests of the pre-flight (and any that want it) pass preflight=True.
         "preflight": False,
+        # Several operators run in one test process: none serves metrics unless its test asks for a port.
+        "controller_metrics_port": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from training_agent import __version__
+from training_agent.core import logs
 from training_agent.core.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -170,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         "claims a 'pending_training' project itself",
     )
     train.add_argument("--json", action="store_true", help="print the run's result as one JSON object")
+    train.add_argument(
+        "--no-progress-bar",
+        action="store_true",
+        help="never draw the live progress bar, even on a terminal (the trainers a server starts share its "
+        "terminal); without a terminal there is none anyway",
+    )
 
     _add_demo_parser(commands)
 
@@ -200,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint ('' to disable)"
     )
 
+    from training_agent.cli_projects import add_projects_parser  # it uses this module's argument types
+
+    add_projects_parser(commands)
+
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="interface to bind (default TRAINING_AGENT_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default TRAINING_AGENT_API_PORT, 8000)")
@@ -209,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
     from training_agent.core.storage import ObjectStorage
+    from training_agent.progress_bar import follow_reporter, progress_view
     from training_agent.trainer.allocator import keep_freed_memory
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.pipeline import TrainingRun
@@ -227,7 +239,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         claimed=args.claimed,
         stop=stop,
     )
-    result = run.execute()
+    # One project per trainer process: every line it logs, from any thread, names the project and its run.
+    with (
+        logs.process_bound(args.project_id),
+        progress_view(announce_epochs=False, bar=not args.no_progress_bar) as view,
+    ):
+        follow_reporter(run.progress, view)
+        result = run.execute()
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     elif not result.succeeded and result.error:
@@ -254,6 +272,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.records import open_records
     from training_agent.demo import DemoOptions, check_options, run_demo
     from training_agent.demo_summary import format_summary
+    from training_agent.progress_bar import progress_view
 
     options = DemoOptions(
         dataset=args.dataset,
@@ -262,7 +281,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         timeout_s=args.timeout,
     )
     check_options(options)
-    exit_code, summary = run_demo(options, settings, open_records(settings))
+    with progress_view(announce_epochs=True) as view:
+        exit_code, summary = run_demo(options, settings, open_records(settings), view)
     print(json.dumps(summary, default=str) if args.json else format_summary(summary))
     return exit_code
 
@@ -342,15 +362,18 @@ def _report(message: str, exit_code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from training_agent.cli_projects import cmd_projects
+
     try:
         settings = get_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         handlers = {
             "train": cmd_train,
             "demo": cmd_demo,
             "serve": cmd_serve,
             "controller": cmd_controller,
             "fetch-weights": cmd_fetch_weights,
+            "projects": cmd_projects,
         }
         handler = handlers[args.command]
         return handler(args, settings)

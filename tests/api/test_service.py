@@ -154,10 +154,11 @@ def test_metrics_count_runs_and_requests(
     text = client.get("/metrics").text
     assert 'training_agent_runs_started_total{executor="local"} 1.0' in text
     assert 'training_agent_runs_finished_total{executor="local",outcome="succeeded"} 1.0' in text
-    assert (
-        'route="/agents/training/start"' in text
-        and 'route="/agents/training/status/{project_id}"' not in text
-    )
+    # Requests by route template (prometheus-fastapi-instrumentator): never a label per project id.
+    assert 'http_requests_total{handler="/agents/training/start",method="POST",status="2xx"} 1.0' in text
+    assert 'http_request_duration_seconds_count{handler="/agents/training/start",method="POST"} 1.0' in text
+    assert 'handler="/agents/training/status/{project_id}"' not in text
+    assert str(project.id) not in text
     assert 'training_agent_runs_active{state="running"} 0.0' in text
 
 

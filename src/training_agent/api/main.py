@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
@@ -15,13 +16,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from training_agent import __version__
+from training_agent.api import mcp_server, middleware
 from training_agent.api.blocking import set_max_threads
 from training_agent.api.errors import ApiError
 from training_agent.api.executors import Executor, make_executor
 from training_agent.api.metrics import ApiMetrics
-from training_agent.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from training_agent.api.reaper import Reaper
-from training_agent.api.routes import health, training
+from training_agent.api.routes import health, runs, training
 from training_agent.core.errors import RecordsError, StorageError
 from training_agent.core.records import RecordsStore, open_records
 from training_agent.core.settings import Settings, get_settings
@@ -36,7 +37,7 @@ follows it to `pending_evaluation` or `failed`. With `MCP_API_KEY` set, the trai
 
 
 def _request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", "-"))
+    return correlation_id.get() or "-"
 
 
 def _readable(error: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +110,8 @@ def create_app(
     app.state.metrics = metrics
     app.include_router(training.router)
     app.include_router(health.router)
+    app.include_router(runs.router)
+    app.include_router(mcp_server.router(app))  # MCP tools at /mcp
     _install_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -117,6 +120,5 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    middleware.install(app, metrics, max_request_bytes=settings.max_request_bytes)
     return app

@@ -1,10 +1,12 @@
-"""Prometheus metrics, in a registry per app so that several apps (tests) never share counters."""
+"""The API's run metrics, in a registry per app so that several apps (tests) never share counters; the
+request metrics (`http_requests_total`, ...) join the same registry from prometheus-fastapi-instrumentator
+(middleware.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from training_agent.core.runs import RunPhase
 
@@ -30,12 +32,6 @@ class ApiMetrics:
         )
         self.runs_active = Gauge(
             "training_agent_runs_active", "Runs running or queued now", ["state"], registry=self.registry
-        )
-        self.request_seconds = Histogram(
-            "training_agent_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route", "status"],
-            registry=self.registry,
         )
 
     def run_finished(self, executor: str, phase: RunPhase) -> None:

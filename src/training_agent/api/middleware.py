@@ -1,23 +1,43 @@
-"""Around the routes: pure-ASGI middleware (request ids, request metrics, the request body size limit) and
-the strict JSON parsing of request bodies."""
+"""Around the routes: request ids (asgi-correlation-id), request metrics (prometheus-fastapi-instrumentator),
+the request body size limit, and the strict JSON parsing of request bodies."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import math
-import time
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from training_agent.api.metrics import ApiMetrics
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_HEADER = "X-Request-ID"
+_MAX_REQUEST_ID = 64
+
+
+def _printable_request_id(value: str) -> bool:
+    # A caller's id goes into log lines and back into a response header: printable text only.
+    return value[:_MAX_REQUEST_ID].isprintable()
+
+
+def install(app: FastAPI, metrics: ApiMetrics, *, max_request_bytes: int) -> None:
+    """The middleware around the routes, innermost first: the body size limit; request counts and latency
+    by route template (so /metrics never grows a label per project id), 413s included; and, outermost, the
+    request id — the caller's `X-Request-ID` (its first 64 characters) or a new uuid4 hex — echoed back
+    and bound to every log line of the request."""
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes)
+    Instrumentator(registry=metrics.registry, excluded_handlers=["^/metrics$"]).instrument(app)
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name=REQUEST_ID_HEADER,
+        validator=_printable_request_id,
+        transformer=lambda value: value[:_MAX_REQUEST_ID],
+    )
 
 
 async def _send_json(
@@ -36,43 +56,6 @@ async def _send_json(
         }
     )
     await send({"type": "http.response.body", "body": data})
-
-
-class RequestContextMiddleware:
-    """Gives each request an id (the caller's `X-Request-ID`, or a new one), echoes it back, and records
-    the request's latency by route template, so /metrics never grows a label per project id."""
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
-        request_id = incoming if incoming.isprintable() and incoming else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
-            request_id_var.reset(token)
 
 
 class BodySizeLimitMiddleware:

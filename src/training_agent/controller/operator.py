@@ -9,6 +9,7 @@ import kopf
 from kubernetes import client
 
 from training_agent.controller.handlers import configure, register
+from training_agent.controller.metrics import ControllerMetrics, serve_metrics
 from training_agent.controller.reconcile import Reconciler
 from training_agent.core.kube import api_client
 from training_agent.core.records import RecordsStore, open_records
@@ -35,10 +36,13 @@ def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
 
 
 def build_registry(
-    settings: Settings, records: RecordsStore, api: client.ApiClient
+    settings: Settings,
+    records: RecordsStore,
+    api: client.ApiClient,
+    metrics: ControllerMetrics | None = None,
 ) -> tuple[kopf.OperatorRegistry, Reconciler]:
     registry = kopf.OperatorRegistry()
-    reconciler = Reconciler(settings, records, api)
+    reconciler = Reconciler(settings, records, api, metrics)
     register(registry, reconciler, resync_seconds=settings.controller_resync_seconds)
 
     @kopf.on.login(registry=registry)
@@ -66,18 +70,27 @@ async def run(
     clusterwide: bool = False,
 ) -> None:
     api = api or api_client(settings)
-    registry, _ = build_registry(settings, records or open_records(settings), api)
+    metrics = ControllerMetrics()
+    registry, _ = build_registry(settings, records or open_records(settings), api, metrics)
     kopf_settings = operator_settings(standalone=standalone)
     # Scanning (listing namespaces and CRDs as they appear) is only needed cluster-wide or for namespace
     # patterns; with named namespaces it would need RBAC to list namespaces that a namespaced install
     # does not grant. The CRD must then exist before the controller starts (Helm's crds/ sees to that).
     kopf_settings.scanning.disabled = not (clusterwide or any(ch in ns for ns in namespaces for ch in "*?[!"))
-    await kopf.operator(
-        registry=registry,
-        settings=kopf_settings,
-        namespaces=[] if clusterwide else namespaces,
-        clusterwide=clusterwide,
-        standalone=standalone,
-        liveness_endpoint=liveness_endpoint,
-        stop_flag=stop_flag,
+    metrics_server = serve_metrics(
+        metrics, settings.controller_metrics_port, settings.controller_metrics_host
     )
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings,
+            namespaces=[] if clusterwide else namespaces,
+            clusterwide=clusterwide,
+            standalone=standalone,
+            liveness_endpoint=liveness_endpoint,
+            stop_flag=stop_flag,
+        )
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()

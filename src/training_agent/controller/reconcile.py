@@ -21,6 +21,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from training_agent.controller.manifests import build_job
+from training_agent.controller.metrics import ControllerMetrics
+from training_agent.controller.progress import run_progress
 from training_agent.controller.status import (
     DELETE_JOB,
     UNREPORTED_BY_TRAINER,
@@ -28,11 +30,14 @@ from training_agent.controller.status import (
     derive,
     lease_lapsed,
 )
+from training_agent.core import logs as logctx
+from training_agent.core.callbacks import CallbackSender
+from training_agent.core.completion import log_failed
 from training_agent.core.kube import TrainingRuns
 from training_agent.core.lease import fail_run, lease_message, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
-from training_agent.core.runs import PROGRESS_WINDOW, RunPhase, progress_from_logs
+from training_agent.core.runs import PROGRESS_WINDOW, RunPhase, progress_from_logs, step_progress
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import remove_run_leftovers
@@ -67,8 +72,15 @@ def _iso(moment: datetime) -> str:
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, records: RecordsStore, api: client.ApiClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        records: RecordsStore,
+        api: client.ApiClient,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or ControllerMetrics()
         self.records = records
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -76,6 +88,13 @@ class Reconciler:
         self._storage: ObjectStorage | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
         self.reconciled = 0
+        # The controller sees every Kubernetes run end: it reports them to their starts' callback URLs,
+        # from the sender's own thread (a slow receiver never holds up a reconcile).
+        self.callbacks = CallbackSender(settings, records)
+
+    def close(self) -> None:
+        """At shutdown: reports still queued get a last try."""
+        self.callbacks.close()
 
     def _runs(self, namespace: str) -> TrainingRuns:
         return TrainingRuns(self.api, namespace)
@@ -96,13 +115,14 @@ class Reconciler:
         job = build_job(name, namespace, spec)
         adopt(job, run)
         # Under the run's lock and from a fresh read: the event's copy of the run can predate its status.
-        with self._locks[(namespace, name)]:
+        with self._locks[(namespace, name)], logctx.bound(spec.project_id, name):
             if self._had_job(namespace, name):
                 return None
             try:
                 # The client takes plain dicts as well as its models.
                 created = _plain(self.api, self.batch.create_namespaced_job(namespace, job))  # type: ignore[arg-type]
                 logger.info("Created Job %s/%s", namespace, name)
+                self.metrics.job_created(run)
                 return created
             except ApiException as exc:
                 if exc.status != 409:
@@ -141,9 +161,16 @@ class Reconciler:
 
     # -- status -----------------------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, post_event: PostEvent) -> RunPhase | None:
-        """Bring the run's status up to date with its Job; returns the phase, or None if the run is gone.
+        """Bring the run's status up to date with its Job; returns the phase, or None if the run is gone
+        (counted, timed and logged with the run's name: metrics.py)."""
+        with self.metrics.reconciling() as outcome, logctx.bound(run_name=name):
+            phase = self._reconcile(namespace, name, post_event)
+            outcome["result"] = "ok" if phase is not None else "gone"
+            self.metrics.phase(namespace, name, phase)
+            return phase
 
-        The run is read inside the per-run lock, never taken from the triggering event: an event's copy
+    def _reconcile(self, namespace: str, name: str, post_event: PostEvent) -> RunPhase | None:
+        """The run is read inside the per-run lock, never taken from the triggering event: an event's copy
         can predate a status this process just wrote, and rewriting from it would drop conditions."""
         with self._locks[(namespace, name)]:
             try:
@@ -154,6 +181,8 @@ class Reconciler:
                 raise
             if (run.get("metadata") or {}).get("deletionTimestamp"):
                 return None  # being deleted: the delete handler settles it
+            if (run.get("spec") or {}).get("projectId"):
+                logctx.bind(run["spec"]["projectId"], name)
             status: dict[str, Any] = dict(run.get("status") or {})
             stored = status.get("phase")
             if stored in FINAL_PHASES:
@@ -211,38 +240,35 @@ class Reconciler:
             new["conditions"] = conditions
         project_id = UUID(run["spec"]["projectId"])
         if observed.phase in (RunPhase.RUNNING, RunPhase.SUCCEEDED):
-            new["progress"] = self._progress(project_id, run)
+            new["progress"] = self._progress(project_id, run, finished=observed.phase == RunPhase.SUCCEEDED)
         if observed.phase == RunPhase.SUCCEEDED:
             models = self.records.list_models(project_id)
             if models:
                 new["modelUrl"] = models[-1].gcs_url
         return new
 
-    def _progress(self, project_id: UUID, run: dict[str, Any]) -> dict[str, Any]:
-        """Derived from the trainer's per-epoch agent_logs rows: the trainer needs no Kubernetes access."""
+    def _progress(self, project_id: UUID, run: dict[str, Any], *, finished: bool) -> dict[str, Any]:
+        """From the records, so the trainer needs no Kubernetes access: the per-epoch agent_logs rows and the
+        in-epoch progress its heartbeat writes into the run record."""
         logs = self.records.recent_logs(project_id, limit=PROGRESS_WINDOW)
-        progress = progress_from_logs(logs, (run.get("spec") or {}).get("epochs"))
-        out: dict[str, Any] = {"epoch": progress.epoch}
-        if progress.total_epochs:
-            out["totalEpochs"] = progress.total_epochs
-            out["epochText"] = f"{progress.epoch}/{progress.total_epochs}"
-        for key, value in (
-            ("trainLoss", progress.train_loss),
-            ("valAccuracy", progress.val_accuracy),
-            ("imagesPerSecond", progress.images_per_s),
-        ):
-            if value is not None:
-                out[key] = value
-        return out
+        epochs = progress_from_logs(logs, (run.get("spec") or {}).get("epochs"))
+        project = self.records.get_project(project_id)
+        live = step_progress(run_of(project)) if project is not None else None
+        return run_progress(epochs, live, finished=finished)
 
     def _transitioned(self, run: dict[str, Any], observed: Observed, post_event: PostEvent) -> None:
         kind = "Warning" if observed.phase in (RunPhase.FAILED, RunPhase.CANCELLED) else "Normal"
         post_event(run, kind, observed.reason, observed.message or observed.phase.value)
+        if observed.phase == RunPhase.FAILED:
+            self.metrics.job_failures.labels(reason=observed.reason).inc()
+        project_id = UUID(run["spec"]["projectId"])
+        if observed.phase == RunPhase.SUCCEEDED:
+            self.callbacks.run_ended(project_id)
         if observed.phase not in (RunPhase.FAILED, RunPhase.CANCELLED):
             return
-        project_id = UUID(run["spec"]["projectId"])
         if observed.reason in UNREPORTED_BY_TRAINER:
             self.fail_project(project_id, run["metadata"]["name"], observed)
+        self.callbacks.run_ended(project_id)
         self._remove_ended_run_leftovers(project_id)
 
     def fail_project(self, project_id: UUID, run_name: str, observed: Observed) -> bool:
@@ -264,9 +290,7 @@ class Reconciler:
             metadata_patch={"error": error},
         )
         if moved is not None:
-            AgentLog(self.records, project_id, self.settings.agent_name).error(
-                f"Training run {run_name} failed: {message}", **error
-            )
+            log_failed(AgentLog(self.records, project_id, self.settings.agent_name), moved.name, error)
         return moved is not None
 
     # -- leases ------------------------------------------------------------------------------------------
@@ -297,6 +321,7 @@ class Reconciler:
             ):
                 return None  # it ended meanwhile (the trainer reported, or it is another run now)
             logger.warning("Reaped %s: %s", run["metadata"]["name"], message)
+            self.metrics.leases_expired.inc()
         elif (
             project.status == ProjectStatus.FAILED.value
             and isinstance(error, dict)
@@ -332,6 +357,7 @@ class Reconciler:
     def cancelled(self, run: dict[str, Any], post_event: PostEvent) -> None:
         """The TrainingRun is being deleted: stop its Job and fail the project as cancelled."""
         meta = run["metadata"]
+        self.metrics.phase(meta["namespace"], meta["name"], None)
         with self._locks[(meta["namespace"], meta["name"])]:
             self._delete_job(meta["namespace"], meta["name"])
             phase = (run.get("status") or {}).get("phase")
@@ -341,4 +367,5 @@ class Reconciler:
             post_event(run, "Warning", observed.reason, observed.message)
             project_id = UUID(run["spec"]["projectId"])
             self.fail_project(project_id, meta["name"], observed)
+            self.callbacks.run_ended(project_id)
             self._remove_ended_run_leftovers(project_id)

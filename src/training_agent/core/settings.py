@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
     )
     log_level: LogLevel = Field(default="INFO", validation_alias="LOG_LEVEL")
+    # `json`: one JSON object per line (timestamp, level, logger, message, project_id, run_name, request_id).
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="LOG_FORMAT")
     mcp_api_key: SecretStr | None = Field(default=None, validation_alias="MCP_API_KEY")
 
     # The project's own.
@@ -65,6 +67,8 @@ class Settings(BaseSettings):
     num_workers: int | None = Field(default=None, ge=0)  # default: the CPUs this process may use, at most 8
     device: Device = "auto"
     log_every_steps: int = Field(default=10, gt=0)
+    # The trainer writes its in-epoch progress (step, images/s, ETA) into the run record at most this often.
+    progress_every_seconds: float = Field(default=5.0, gt=0)
     # Decode every image once into a uint8 cache (memory, or a file in the work dir); splits over the
     # budget are decoded by DataLoader workers every epoch instead.
     data_cache: Literal["memory", "disk", "off"] = "memory"
@@ -113,6 +117,10 @@ class Settings(BaseSettings):
     trainer_termination_grace_seconds: int = Field(default=120, ge=1)
     trainer_queue_name: str | None = None
     controller_resync_seconds: float = Field(default=30.0, gt=0)
+    # Where the controller serves Prometheus metrics (/metrics); port 0: not at all. The chart listens on
+    # 0.0.0.0 for Prometheus to scrape the pod.
+    controller_metrics_host: str = "127.0.0.1"
+    controller_metrics_port: int = Field(default=9090, ge=0, le=65535)
     # A trainer pod Pending this long with an unschedulable reason fails its run (a Job suspended by Kueue
     # is queued, not stuck, and never times out here).
     trainer_pending_timeout_seconds: int = Field(default=15 * 60, ge=1)
@@ -121,10 +129,22 @@ class Settings(BaseSettings):
     # (failed, its leftovers removed) by the API server or the controller.
     run_lease_seconds: float = Field(default=60.0, gt=0)
 
+    # Callbacks (core/callbacks.py): a start may name a URL that is told, signed, how its run ended.
+    callback_allowed_hosts: str = ""  # comma-separated hosts (`*.example.com`: its subdomains); empty: none
+    callback_secret: SecretStr | None = None  # the HMAC-SHA256 key of the signature; unset: none accepted
+    callback_attempts: int = Field(default=5, ge=1, le=20)  # tries per callback (connection errors, 5xx)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)  # per try
+    callback_backoff_seconds: float = Field(default=1.0, ge=0)  # first retry's wait; doubles, at most 60 s
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trainer_resources", mode="before")
     @classmethod
@@ -168,6 +188,12 @@ class Settings(BaseSettings):
             raise ValueError(f"names {value}, which is not a readable file")
         return value
 
+    @field_validator("callback_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        # `TRAINING_AGENT_CALLBACK_SECRET=` (an empty Secret key) must read as "no secret", never as a key.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("mcp_api_key")
     @classmethod
     def _refuse_empty_api_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -201,6 +227,10 @@ class Settings(BaseSettings):
     def heartbeat_seconds(self) -> float:
         """How often a trainer renews its lease: several times per lease, so one slow write is no loss."""
         return max(min(self.run_lease_seconds / 4, 15.0), 0.2)
+
+    @property
+    def callback_allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.callback_allowed_hosts.split(",") if h.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

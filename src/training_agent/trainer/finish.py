@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from training_agent import __version__
+from training_agent.core.completion import log_complete
 from training_agent.core.errors import EXIT_OK, Interrupted
 from training_agent.core.files import atomic_write
 from training_agent.core.lease import run_id_of
@@ -30,10 +31,13 @@ from training_agent.trainer.publish import (
 )
 from training_agent.trainer.recipes import Resolved
 from training_agent.trainer.result import RunResult
+from training_agent.trainer.runlog import log_key
 from training_agent.trainer.stages import RunContext
 from training_agent.trainer.verify import smoke_check
 
 PICTURE_KEYS = ("curves_url", "confusion_url")
+# Objects beside the model that its `models` row points at (the log: trainer/runlog.py).
+BESIDE_KEYS = (*PICTURE_KEYS, "log_url")
 
 
 def metrics(
@@ -143,8 +147,9 @@ def publish(
     pictures: dict[str, Path],
     retry_delay_s: float,
 ) -> tuple[str, str, dict[str, str]]:
-    """Save and upload the weights, the pictures beside them, then the JSON sidecar; returns the model's and
-    the sidecar's URLs and the pictures' (`curves_url`, `confusion_url`)."""
+    """Save and upload the weights, the pictures and the run's log so far beside them, then the JSON
+    sidecar; returns the model's and the sidecar's URLs and those beside them (`curves_url`,
+    `confusion_url`, `log_url`)."""
     ctx.enter("save")
     work = ctx.owner.work_dir
     weights = save_state_dict(model, work / "model.pth")
@@ -160,17 +165,26 @@ def publish(
         retry_delay_s=retry_delay_s,
     )
     ctx.log.info("Model uploaded", model_url=url, bytes=weights.stat().st_size, attempts=attempts)
-    picture_urls = {}
+    beside = {}
     for kind, path in pictures.items():
-        picture_urls[f"{kind}_url"] = _upload_beside(
+        beside[f"{kind}_url"] = _upload_beside(
             ctx, path, ctx.storage.model_url(picture_key(key, kind)), retry_delay_s
         )
-    if picture_urls:
-        ctx.log.info("Pictures uploaded", **picture_urls)
-    sidecar = {"format_version": 1, "model_url": url, **metadata, **picture_urls}
+    if beside:
+        ctx.log.info("Pictures uploaded", **beside)
+    if ctx.run_log is not None:
+        log_url = ctx.run_log.publish(
+            ctx.owner,
+            ctx.storage.model_url(log_key(key)),
+            attempts=ctx.settings.upload_attempts,
+            retry_delay_s=retry_delay_s,
+        )
+        if log_url is not None:
+            beside["log_url"] = log_url
+    sidecar = {"format_version": 1, "model_url": url, **metadata, **beside}
     document = atomic_write(work / "model.json", lambda f: f.write_text(json.dumps(sidecar, indent=2)))
     sidecar_url = _upload_beside(ctx, document, ctx.storage.model_url(sidecar_key(key)), retry_delay_s)
-    return url, sidecar_url, picture_urls
+    return url, sidecar_url, beside
 
 
 def _upload_beside(ctx: RunContext, path: Path, url: str, retry_delay_s: float) -> str:
@@ -234,7 +248,7 @@ def record(
     # The row and what it points at stand or fall together: a SIGTERM here waits until both are kept.
     with ctx.stop.deferred():
         model_row = ctx.records.insert_model(row)
-        ctx.owner.keep(url, sidecar_url, *(str(metadata[k]) for k in PICTURE_KEYS if metadata.get(k)))
+        ctx.owner.keep(url, sidecar_url, *(str(metadata[k]) for k in BESIDE_KEYS if metadata.get(k)))
         ctx.stop.ignore()  # recorded: a late SIGTERM must not undo or misreport it
     if ctx.checkpoints is not None:
         ctx.checkpoints.delete()
@@ -244,18 +258,21 @@ def record(
         to_status=ProjectStatus.PENDING_EVALUATION.value,
     )
     if moved is None:
+        # Whoever moved it (a cancel, the reaper) wrote the run's closing row: this is no second one.
         current = ctx.records.get_project(ctx.project_id)
         ctx.log.warning(
             "Model recorded, but the project was no longer in 'training'; its status was left as is",
             status=current.status if current else None,
         )
-    ctx.log.info(
-        "Training completed; model ready for evaluation",
-        model_id=str(model_row.id),
-        model_url=url,
-        val_accuracy=metadata["val_accuracy"],
-        test_accuracy=metadata["test_accuracy"],
-    )
+    else:
+        log_complete(
+            ctx.log,
+            project.name,
+            url,
+            model_id=str(model_row.id),
+            val_accuracy=metadata["val_accuracy"],
+            test_accuracy=metadata["test_accuracy"],
+        )
     final = moved or ctx.records.get_project(ctx.project_id)
     return RunResult(
         project_id=ctx.project_id,

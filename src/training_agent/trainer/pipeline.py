@@ -19,6 +19,8 @@ import traceback
 from typing import Any
 from uuid import UUID
 
+from training_agent.core import logs
+from training_agent.core.completion import log_failed
 from training_agent.core.errors import EXIT_FAILED, Interrupted, TrainingAgentError
 from training_agent.core.lease import run_id_of, update_run
 from training_agent.core.logs import AgentLog
@@ -34,7 +36,9 @@ from training_agent.trainer.heartbeat import Heartbeat
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.owner import RunOwner
 from training_agent.trainer.preprocess import Augmentation, Preprocess
+from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.result import RunResult
+from training_agent.trainer.runlog import RunLog, failure_log_url
 from training_agent.trainer.stages import RunContext, pick_device
 
 __all__ = ["RunResult", "TrainingRun", "pick_device"]
@@ -55,6 +59,7 @@ class TrainingRun:
         claimed: bool = False,
         upload_retry_delay_s: float = 2.0,
         stop: StopSignal | None = None,
+        progress: ProgressReporter | None = None,
     ) -> None:
         self.project_id = project_id
         self.settings = settings
@@ -63,20 +68,33 @@ class TrainingRun:
         self.claimed = claimed
         self.upload_retry_delay_s = upload_retry_delay_s
         self.stop = stop or StopSignal()
+        # In-epoch progress: the heartbeat writes it into the run record; a terminal may draw it too.
+        self.progress = progress or ProgressReporter()
         self.log = AgentLog(records, project_id, settings.agent_name)
         self.ctx: RunContext | None = None
         self.heartbeat: Heartbeat | None = None
+        self.run_log: RunLog | None = None
+        self.attempt = 1
+        self.project_name = str(project_id)  # until the claim has read the project
 
     @property
     def step(self) -> str:
         return self.ctx.step if self.ctx else "load_project"
 
     def execute(self) -> RunResult:
+        with logs.bound(self.project_id):  # every line of the run names its project and TrainingRun
+            return self._execute()
+
+    def _execute(self) -> RunResult:
         try:
             claimed = claim(self.records, self.project_id, claimed=self.claimed)
         except TrainingAgentError as exc:
             return self._rejected(exc)
+        self.project_name = claimed.project.name
+        self.attempt = claimed.attempt
         owner = RunOwner(self.settings, self.storage, self.project_id, claimed.run_id)
+        # From here on, every line this process logs is also kept in the run's folder (runlog.py).
+        self.run_log = run_log = RunLog(owner.work_dir / "trainer.log", self.settings.log_format)
         self.ctx = RunContext(
             self.project_id,
             claimed.run_id,
@@ -86,6 +104,7 @@ class TrainingRun:
             self.log,
             owner,
             self.stop,
+            run_log=run_log,
         )
         self.heartbeat = heartbeat = Heartbeat(
             self.records,
@@ -94,10 +113,14 @@ class TrainingRun:
             interval_s=self.settings.heartbeat_seconds,
             attempt=claimed.attempt,
             on_lost=self.stop.request_soon,
+            progress=self.progress.snapshot,
+            progress_every_s=self.settings.progress_every_seconds,
         )
         try:
             heartbeat.start()
-            return self._train(self.ctx, claimed)
+            result = self._train(self.ctx, claimed)
+            run_log.complete(owner)
+            return result
         except Interrupted as exc:
             return self._interrupted(exc)
         except Exception as exc:  # noqa: BLE001 - every failure must end as a `failed` project
@@ -107,6 +130,7 @@ class TrainingRun:
             raise
         finally:
             heartbeat.stop()
+            run_log.close()
             owner.close()
 
     def _train(self, ctx: RunContext, claimed: Claim) -> RunResult:
@@ -155,7 +179,7 @@ class TrainingRun:
         fitter = Fitter(model, loaders, preprocess, options)
         if resumed:
             stages.resume(ctx, fitter, resumed)
-        history = stages.fit(ctx, fitter, config, seed)
+        history = stages.fit(ctx, fitter, config, seed, self.progress)
         training_seconds = time.perf_counter() - started
 
         report, test_loss = stages.evaluate_on_test(ctx, fitter, layout)
@@ -163,10 +187,10 @@ class TrainingRun:
         metadata = finish.model_metadata(ctx, resolved, layout, run_metrics, device, claimed.attempt)
         metadata["lr_find"] = lr_found
         pictures = finish.draw(ctx, history, fitter.progress.best_epoch, report, layout, project.name)
-        url, sidecar_url, picture_urls = finish.publish(
+        url, sidecar_url, beside_urls = finish.publish(
             ctx, project, model, metadata, pictures, self.upload_retry_delay_s
         )
-        metadata.update(picture_urls)
+        metadata.update(beside_urls)
         finish.verify(ctx, url, model, resolved, layout, loaders["test"], preprocess)
         return finish.record(ctx, project, url, sidecar_url, metadata)
 
@@ -232,13 +256,25 @@ class TrainingRun:
         )
         return RunResult(self.project_id, False, status, exc.exit_code, error={"message": str(exc)})
 
+    def _publish_failure_log(self, error: dict[str, Any]) -> dict[str, str]:
+        """The whole log of the failed run, uploaded under the project's failure prefix (after the rollback,
+        so that it says what was removed); `{"log_url": ...}` for the error, or {} when it could not be."""
+        if self.ctx is None or self.run_log is None:
+            return {}
+        logger.error("Training failed at step %s: %s", self.step, error["message"])
+        logger.debug("The failure's traceback:\n%s", error["traceback"])
+        url = failure_log_url(self.storage, self.project_id, self.ctx.run_id, self.attempt)
+        return {"log_url": url} if self.run_log.publish_failure(self.ctx.owner, url) else {}
+
     def _fail(self, exc: BaseException) -> RunResult:
         exit_code = exc.exit_code if isinstance(exc, TrainingAgentError) else EXIT_FAILED
         error = {**self._error_details(exc), "exit_code": exit_code}
-        self.log.error(f"Training failed at step {self.step}: {error['message']}", **error)
         if self.ctx is not None:
             self.ctx.owner.discard_all()
+            error.update(self._publish_failure_log(error))
         status = None
+        moved = None
+        why = "after its run had ended"
         try:
             moved = self.records.transition_project(
                 self.project_id,
@@ -250,4 +286,11 @@ class TrainingRun:
             status = current.status if current else None
         except Exception:
             logger.exception("Could not mark project %s as failed", self.project_id)
+            why = "and could not mark the project failed"
+        if moved is not None:
+            log_failed(self.log, self.project_name, error, step=self.step)
+        else:
+            # Ended meanwhile (a cancel or the reaper wrote the closing row), or the records could not be
+            # reached (whoever watches the trainer fails the run once it exits): not a second closing row.
+            self.log.warning(f"The trainer failed at step {self.step} {why}: {error['message']}", **error)
         return RunResult(self.project_id, False, status, exit_code, error=error)

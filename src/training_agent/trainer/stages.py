@@ -34,7 +34,9 @@ from training_agent.trainer.metrics import classification_report, confusion_matr
 from training_agent.trainer.model import build_model, check_model_name, set_batchnorm_momentum
 from training_agent.trainer.owner import RunOwner
 from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.recipes import DataStats, Resolved, resolve
+from training_agent.trainer.runlog import RunLog
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class RunContext:
     checkpoints: Checkpoints | None = field(default=None)
     config: TrainingConfig | None = field(default=None)  # set by load_config
     plan: DatasetPlan | None = field(default=None)  # the dataset's layout, set by fetch
+    run_log: RunLog | None = field(default=None)  # this process's log of the run, uploaded at the end
 
     def enter(self, step: str) -> None:
         """Begin `step`; a stop asked for from another thread (the lease was lost) is honoured here."""
@@ -314,10 +317,13 @@ def resume(ctx: RunContext, fitter: Fitter, state: dict[str, Any]) -> None:
     )
 
 
-def fit(ctx: RunContext, fitter: Fitter, config: TrainingConfig, seed: int) -> list[dict[str, Any]]:
+def fit(
+    ctx: RunContext, fitter: Fitter, config: TrainingConfig, seed: int, progress: ProgressReporter
+) -> list[dict[str, Any]]:
     ctx.enter("train")
 
     def on_epoch(record: dict[str, Any]) -> None:
+        progress.epoch_finished(record)
         ctx.log.info(
             f"Epoch {record['epoch']}/{config.epochs}: train_loss={record['train_loss']:.4f} "
             f"val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f} "
@@ -331,7 +337,7 @@ def fit(ctx: RunContext, fitter: Fitter, config: TrainingConfig, seed: int) -> l
             ctx.checkpoints.save({"seed": seed, "fitter": fitter.state_dict()})
 
     with ctx.stop.deferred():
-        history = fitter.fit(on_epoch, checkpoint, lambda: ctx.stop.requested)
+        history = fitter.fit(on_epoch, checkpoint, lambda: ctx.stop.requested, on_step=progress)
     if fitter.progress.stopped_early:
         ctx.log.info(
             f"Stopped early after epoch {len(history)}: no val accuracy gain for "

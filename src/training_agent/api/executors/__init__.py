@@ -15,5 +15,5 @@ def make_executor(settings: Settings, records: RecordsStore, on_finish: OnFinish
         # Imported here: the local mode never needs the kubernetes client.
         from training_agent.api.executors.kubernetes import KubernetesExecutor
 
-        return KubernetesExecutor(settings, records)
+        return KubernetesExecutor(settings, records, on_finish=on_finish)
     return LocalExecutor(settings, records, on_finish=on_finish)

@@ -12,12 +12,14 @@ is failed at start-up and on each of the reaper's passes, once it is older than 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 from uuid import UUID
 
 from kubernetes.client.exceptions import ApiException
 
-from training_agent.api.executors.base import Executor
+from training_agent.api.executors.base import Executor, OnFinish
+from training_agent.core.callbacks import CallbackSender
 from training_agent.core.kube import TrainingRuns, api_client
 from training_agent.core.lease import fail_run, lease_expired, run_of
 from training_agent.core.records import ProjectStatus, RecordsStore
@@ -86,10 +88,24 @@ def _info(run: dict[str, Any]) -> RunInfo:
 class KubernetesExecutor(Executor):
     name = "kubernetes"
 
-    def __init__(self, settings: Settings, records: RecordsStore, runs: TrainingRuns | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        records: RecordsStore,
+        runs: TrainingRuns | None = None,
+        *,
+        on_finish: OnFinish | None = None,
+    ) -> None:
         self.settings = settings
         self.records = records
         self.runs = runs or TrainingRuns(api_client(settings), settings.namespace)
+        self.on_finish = on_finish
+        # Runs seen in a final phase at the last count; None before the first (those ended before it).
+        self._ended: set[tuple[str, str]] | None = None
+        self._count_lock = threading.Lock()
+        # The controller reports the runs it sees end; a run that never reached the cluster is this
+        # executor's to report.
+        self.callbacks = CallbackSender(settings, records)
 
     def submit(self, project_id: UUID) -> RunInfo:
         project = self.records.get_project(project_id)
@@ -153,6 +169,7 @@ class KubernetesExecutor(Executor):
                 error_type=UNSUBMITTED_ERROR_TYPE,
             ):
                 logger.warning("Failed the run of project %s: %s", project.id, UNSUBMITTED_MESSAGE)
+                self.callbacks.run_ended(project.id, run.get("run_id"))
                 failed.append(project.id)
         return failed
 
@@ -176,7 +193,41 @@ class KubernetesExecutor(Executor):
         return True
 
     def shutdown(self) -> None:
-        """Nothing to stop: runs live in the cluster, not in this process."""
+        """Nothing to stop: runs live in the cluster, not in this process (only reports still queued)."""
+        self.callbacks.close()
 
     def ping(self) -> None:
         self.runs.list(limit=1)
+
+    def counts(self) -> dict[str, int]:
+        """Runs running and queued, from the namespace's TrainingRuns (the local executor counts its own
+        children); each run seen ended since the previous count goes to `on_finish` once, so that runs
+        finished by executor and outcome are counted here too. A cluster that cannot be listed: no counts."""
+        try:
+            listed = self.runs.list()
+        except Exception as exc:  # noqa: BLE001 - /metrics must answer whatever the cluster does
+            logger.warning("Cannot list TrainingRuns for the run metrics: %s", exc)
+            return {}
+        phases = [(_identity(run), _info(run).phase, run) for run in listed]
+        ended = {key: (run, phase) for key, phase, run in phases if phase in _FINAL}
+        with self._count_lock:
+            newly = [] if self._ended is None else [ended[key] for key in ended.keys() - self._ended]
+            self._ended = set(ended)
+        for run, phase in newly:
+            project_id = (run.get("spec") or {}).get("projectId")
+            if self.on_finish is not None and project_id:
+                self.on_finish(UUID(str(project_id)), phase)
+        return {
+            "running": sum(1 for _, phase, _ in phases if phase == RunPhase.RUNNING),
+            "queued": sum(1 for _, phase, _ in phases if phase in (RunPhase.PENDING, RunPhase.QUEUED)),
+        }
+
+
+_FINAL = frozenset({RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED})
+
+
+def _identity(run: dict[str, Any]) -> tuple[str, str]:
+    """A run's name with its uid (or creation time): a project started again makes a new run of the same
+    name, which must count as a run of its own."""
+    meta = run.get("metadata") or {}
+    return str(meta.get("name")), str(meta.get("uid") or meta.get("creationTimestamp") or "")

@@ -60,7 +60,8 @@ async def ready(settings: SettingsDep, records: RecordsDep, executor: ExecutorDe
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(metrics: MetricsDep, executor: ExecutorDep) -> Response:
-    """Prometheus metrics: runs started and finished, runs active, request latency."""
-    for state, value in executor.counts().items():
+    """Prometheus metrics: runs started, finished and active; requests by route (count, latency, sizes)."""
+    # The kubernetes executor counts by listing TrainingRuns: a call to the cluster, off the event loop.
+    for state, value in (await run_blocking(executor.counts)).items():
         metrics.runs_active.labels(state=state).set(value)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,7 @@ from training_agent.api.schemas import (
     StartResponse,
     StatusResponse,
 )
+from training_agent.core import logs as logctx
 
 # StrictJSONRoute: NaN, Infinity, invalid UTF-8 or deep nesting in a body is a 422, as any malformed body.
 router = APIRouter(
@@ -49,8 +50,8 @@ _AUTH: dict[int | str, dict[str, Any]] = {
         **_AUTH,
         400: {
             "model": ErrorResponse,
-            "description": "Not in `pending_training`, no dataset, or a dataset the pre-flight refused "
-            "(the project is then `failed` with that reason)",
+            "description": "Not in `pending_training`, no dataset, a dataset the pre-flight refused "
+            "(the project is then `failed` with that reason), or a `callback_url` this server will not call",
         },
         404: {"model": ErrorResponse, "description": "No such project"},
         409: {"model": ErrorResponse, "description": "Another request started it first"},
@@ -66,8 +67,15 @@ async def start(
     metrics: MetricsDep,
 ) -> StartResponse:
     """Start training a project in `pending_training`; it moves to `training` and a run begins."""
+    logctx.bind(body.project_id)  # this request's log lines name the project and its run
     response = await run_blocking(
-        service.start_training, body.project_id, records, executor, settings, storage
+        service.start_training,
+        body.project_id,
+        records,
+        executor,
+        settings,
+        storage,
+        callback_url=body.callback_url,
     )
     metrics.runs_started.labels(executor=executor.name).inc()
     return response
@@ -85,6 +93,7 @@ async def status(
     limit: Annotated[int, Query(ge=0, le=500, description="How many of the newest agent_logs rows")] = 20,
 ) -> StatusResponse:
     """A project's status, its run's phase and progress, the model URL or the error, and recent logs."""
+    logctx.bind(project_id)
     return await run_blocking(service.training_status, project_id, records, executor, limit)
 
 
@@ -99,4 +108,5 @@ async def status(
 )
 async def cancel(project_id: UUID, records: RecordsDep, executor: ExecutorDep) -> CancelResponse:
     """Cancel a project's run (the kubernetes executor deletes its TrainingRun)."""
+    logctx.bind(project_id)
     return await run_blocking(service.cancel_training, project_id, records, executor)

@@ -23,8 +23,10 @@ import httpx
 from training_agent.core.errors import ConfigurationError, InvalidInputError, TrainingAgentError
 from training_agent.core.records import ProjectStatus, RecordsStore
 from training_agent.core.settings import Settings
-from training_agent.core.storage import ObjectStorage
+from training_agent.core.storage import ObjectStorage, is_gcs_url
 from training_agent.demo_summary import shown_value, summarize
+from training_agent.progress_bar import PlainLines, RichBar, state_from_status
+from training_agent.projects import create_project, unknown_key_hint
 from training_agent.synthetic import write_shapes_zip
 
 logger = logging.getLogger("training_agent.demo")
@@ -38,8 +40,6 @@ class DemoError(TrainingAgentError):
 # What the demo sets so that it finishes in well under a minute on 2 CPU cores (with `pretrained`, below);
 # every other training option is the project default, and what the user passes wins over these.
 QUICK_OPTIONS: dict[str, Any] = {"epochs": 3, "image_size": 64}
-# Names people type for a training option that are not its key: the demo's flags, mostly.
-_KEY_ALIASES = {"model": "preferred_model", "lr": "learning_rate"}
 
 
 @dataclass(frozen=True)
@@ -109,17 +109,6 @@ def training_options_help() -> tuple[str, dict[str, str]]:
     return "\n".join(lines), shown
 
 
-def _unknown_key_hint(key: str, known: list[str]) -> str:
-    spelled = key.replace("-", "_").lower()
-    if spelled in known and spelled != key:
-        return f"did you mean {spelled}?"
-    close = [_KEY_ALIASES[spelled]] if spelled in _KEY_ALIASES else []
-    close += [name for name in difflib.get_close_matches(spelled, known, n=3) if name not in close]
-    if close:
-        return f"did you mean {' or '.join(close)}?"
-    return "`training-agent demo --help` lists the keys"
-
-
 def check_options(options: DemoOptions) -> None:
     """Refuse options, a model or a dataset that cannot work before anything is created (project, server,
     run): an unknown key (a typo the trainer would silently ignore), a value the trainer's own validation
@@ -132,7 +121,8 @@ def check_options(options: DemoOptions) -> None:
     for key in options.training:
         if key not in TrainingConfig.model_fields:
             raise ConfigurationError(
-                f"--option {key}: not a training option; {_unknown_key_hint(key, known)}"
+                f"--option {key}: not a training option; "
+                + unknown_key_hint(key, known, "`training-agent demo --help` lists the keys")
             )
     # The metadata the project will get (pretrained left to the trainer's default: its check is a file).
     TrainingConfig.from_metadata({**QUICK_OPTIONS, **options.training})
@@ -145,7 +135,7 @@ def check_options(options: DemoOptions) -> None:
         )
         raise InvalidInputError(f"--model {model} is not a torchvision classification model; {hint}")
     dataset = options.dataset
-    if dataset and not dataset.startswith("gs://") and not Path(dataset).exists():
+    if dataset and not is_gcs_url(dataset) and not Path(dataset).exists():
         raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
 
 
@@ -156,25 +146,24 @@ def pretrained_weights_cached(model: str) -> bool:
     return hub_cache_file(model).is_file()
 
 
-def _stage_dataset(storage: ObjectStorage, dataset: str | None, run_tag: str) -> str:
-    """The dataset URL the project will point at: given, zipped from a folder, or generated."""
-    if dataset and (dataset.startswith("gs://") or Path(dataset).is_file()):
-        return dataset if dataset.startswith("gs://") else Path(dataset).resolve().as_uri()
-    with tempfile.TemporaryDirectory() as tmp:
-        if dataset:
-            folder = Path(dataset)
-            if not folder.is_dir():
-                raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
-            archive = Path(shutil.make_archive(str(Path(tmp) / "dataset"), "zip", folder))
-        else:
-            archive = write_shapes_zip(Path(tmp) / "dataset.zip")
-        url = storage.model_url(f"datasets/demo-{run_tag}.zip")
-        storage.upload(archive, url)
-    return url
+def _dataset_source(dataset: str | None, folder: Path) -> str:
+    """What the demo project's dataset comes from: a gs:// URL or a zip as given, a folder zipped, or a
+    generated zip (both written into `folder`); `create_project` uploads a local zip to the bucket."""
+    if dataset and (is_gcs_url(dataset) or Path(dataset).is_file()):
+        return dataset if is_gcs_url(dataset) else str(Path(dataset).resolve())
+    if dataset:
+        source = Path(dataset)
+        if not source.is_dir():
+            raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
+        return shutil.make_archive(str(folder / "dataset"), "zip", source)
+    return str(write_shapes_zip(folder / "dataset.zip"))
 
 
-def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) -> tuple[int, dict[str, Any]]:
-    """Create the project, start it through the API, follow it to the end; returns (exit code, summary).
+def run_demo(
+    options: DemoOptions, settings: Settings, records: RecordsStore, view: RichBar | PlainLines | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Create the project, start it through the API, follow it to the end (shown in `view`: a log line per
+    epoch by default); returns (exit code, summary).
 
     With `options.api_url` the demo talks to that server (which must share these records); otherwise it
     serves the API itself on a free loopback port for the length of the demo. Callers check the options
@@ -183,20 +172,25 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
     storage = ObjectStorage(settings)
     run_tag = uuid.uuid4().hex[:8]
     metadata = project_metadata(options)
-    dataset_url = _stage_dataset(storage, options.dataset, run_tag)
-    project = records.create_project(
-        f"demo-{run_tag}", status=ProjectStatus.PENDING_TRAINING.value, metadata=metadata
-    )
-    records.create_dataset(project.id, gcs_url=dataset_url, name=f"demo-{run_tag}")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = _dataset_source(options.dataset, Path(tmp))
+        project, dataset = create_project(
+            records, storage, name=f"demo-{run_tag}", dataset=source, metadata=metadata
+        )
+    dataset_url = str(dataset.gcs_url)
     api_key = settings.mcp_api_key.get_secret_value() if settings.mcp_api_key else None
     if options.api_url:
-        follow_through_api(options.api_url, project.id, api_key, options.timeout_s)
+        follow_through_api(options.api_url, project.id, api_key, options.timeout_s, view)
     else:
         from training_agent.api.main import create_app
         from training_agent.api.server import background_server
 
+        if isinstance(view, RichBar) and settings.log_level == "INFO":
+            # The trainer writes to this terminal too: under a bar, only its warnings (its steps are in
+            # agent_logs, and the summary).
+            settings = settings.model_copy(update={"log_level": "WARNING"})
         with background_server(create_app(settings, records=records)) as url:
-            follow_through_api(url, project.id, api_key, options.timeout_s)
+            follow_through_api(url, project.id, api_key, options.timeout_s, view)
     summary = summarize(records, project.id, dataset_url, options=metadata)
     error = summary["error"] or {}
     exit_code = (
@@ -205,8 +199,16 @@ def run_demo(options: DemoOptions, settings: Settings, records: RecordsStore) ->
     return exit_code, summary
 
 
-def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None, timeout_s: float) -> None:
-    """POST the start, then poll the status until the project leaves `training`, echoing each epoch."""
+def follow_through_api(
+    base_url: str,
+    project_id: uuid.UUID,
+    api_key: str | None,
+    timeout_s: float,
+    view: RichBar | PlainLines | None = None,
+) -> None:
+    """POST the start, then poll the status until the project leaves `training`, showing its progress in
+    `view` (default: a log line per epoch)."""
+    view = view or PlainLines(announce_epochs=True)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         started = client.post("/agents/training/start", json={"project_id": str(project_id)})
@@ -220,19 +222,9 @@ def follow_through_api(base_url: str, project_id: uuid.UUID, api_key: str | None
         status_url = started.json()["status_url"]
         logger.info("Started %s; following %s%s", started.json()["run_name"], base_url, status_url)
         deadline = time.monotonic() + timeout_s
-        last_epoch = 0
         while time.monotonic() < deadline:
             state = client.get(status_url, params={"limit": 0}).json()
-            progress = state["progress"]
-            if progress["epoch"] != last_epoch:
-                last_epoch = progress["epoch"]
-                logger.info(
-                    "status: epoch %s/%s, val_accuracy %s, eta %ss",
-                    progress["epoch"],
-                    progress["total_epochs"],
-                    progress["val_accuracy"],
-                    progress["eta_seconds"],
-                )
+            view.update(state_from_status(state["progress"]))
             if state["status"] != ProjectStatus.TRAINING.value:
                 return
             time.sleep(_POLL_S)

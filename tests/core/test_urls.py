@@ -6,7 +6,7 @@ import pytest
 
 from training_agent.core.errors import InvalidInputError
 from training_agent.core.storage import join_url, parse_gcs_url, parse_url
-from training_agent.core.storage.urls import GcsURL, LocalURL
+from training_agent.core.storage.urls import GcsURL, LocalURL, is_gcs_url, parse_gcs_prefix
 
 
 def test_parses_gs_urls() -> None:
@@ -47,3 +47,11 @@ def test_refuses_other_schemes(url: str) -> None:
 def test_join_url() -> None:
     assert join_url("gs://b", "models/x.pth") == "gs://b/models/x.pth"
     assert join_url("file:///data/bucket/", "/models/x.pth") == "file:///data/bucket/models/x.pth"
+
+
+def test_gcs_prefixes_for_listing() -> None:
+    assert parse_gcs_prefix("gs://b-1/checkpoints/") == GcsURL("b-1", "checkpoints/")
+    assert parse_gcs_prefix("gs://b-1") == GcsURL("b-1", "")
+    assert is_gcs_url("gs://b/x") and not is_gcs_url("/data/gs://x")
+    with pytest.raises(InvalidInputError, match="not a valid bucket name"):
+        parse_gcs_prefix("gs://Bad_Bucket/x/")

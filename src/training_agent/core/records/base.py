@@ -87,6 +87,11 @@ class RecordsStore(abc.ABC):
         """Insert a dataset row for a project."""
 
     @abc.abstractmethod
+    def delete_project(self, project_id: UUID) -> None:
+        """Remove the project and, by the tables' cascade, its datasets, models and logs rows: only to undo
+        a project this process was creating (`training-agent projects create`) and could not finish."""
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Raise RecordsError when the store cannot be reached."""
 

@@ -257,6 +257,10 @@ class SQLiteRecords(RecordsStore):
         }
         return Dataset.model_validate(self._insert("datasets", row))
 
+    def delete_project(self, project_id: UUID) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM projects WHERE id = ?", (str(project_id),))
+
     def ping(self) -> None:
         with self._connect() as db:
             db.execute("SELECT 1 FROM projects LIMIT 1")

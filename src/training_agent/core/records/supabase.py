@@ -309,6 +309,13 @@ class SupabaseRecords(RecordsStore):
         row = {"project_id": str(project_id), "gcs_url": gcs_url, "name": name}
         return Dataset.model_validate(self._insert("datasets", "create the dataset", row))
 
+    def delete_project(self, project_id: UUID) -> None:
+        # Idempotent: a retry after a lost answer deletes nothing more.
+        self._call(
+            "delete the project",
+            lambda: self.client.table("projects").delete().eq("id", str(project_id)).execute(),
+        )
+
     def ping(self) -> None:
         self._call(
             "check the connection", lambda: self.client.table("projects").select("id").limit(1).execute()

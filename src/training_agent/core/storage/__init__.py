@@ -8,12 +8,21 @@ from training_agent.core.settings import Settings
 from training_agent.core.storage import local
 from training_agent.core.storage.gcs import GcsBackend, make_client
 from training_agent.core.storage.objects import ObjectInfo, PreconditionFailedError, owner_metadata
-from training_agent.core.storage.urls import GcsURL, LocalURL, join_url, parse_gcs_url, parse_url
+from training_agent.core.storage.urls import (
+    GcsURL,
+    LocalURL,
+    is_gcs_url,
+    join_url,
+    parse_gcs_prefix,
+    parse_gcs_url,
+    parse_url,
+)
 
 __all__ = [
     "ObjectInfo",
     "ObjectStorage",
     "PreconditionFailedError",
+    "is_gcs_url",
     "join_url",
     "owner_metadata",
     "parse_gcs_url",
@@ -86,9 +95,9 @@ class ObjectStorage:
 
     def list(self, prefix_url: str) -> list[str]:
         """The URLs of every object whose URL starts with `prefix_url` (end it with '/' for a folder)."""
-        if prefix_url.startswith("gs://"):
-            bucket, _, prefix = prefix_url[len("gs://") :].partition("/")
-            return [f"gs://{bucket}/{name}" for name in self.gcs.list(bucket, prefix)]
+        if is_gcs_url(prefix_url):
+            where = parse_gcs_prefix(prefix_url)
+            return [str(GcsURL(where.bucket, name)) for name in self.gcs.list(where.bucket, where.blob)]
         parsed = parse_url(prefix_url.rstrip("/"))
         assert isinstance(parsed, LocalURL)
         prefix = str(parsed.path) + ("/" if prefix_url.endswith("/") else "")

@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 from training_agent.core.errors import InvalidInputError
 
+GCS_SCHEME = "gs://"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
@@ -32,17 +33,35 @@ class LocalURL:
 ObjectURL = GcsURL | LocalURL
 
 
-def parse_gcs_url(url: str) -> GcsURL:
-    """Split `gs://bucket/path/to/object` (Requirement 2.2), refusing anything that is not one."""
-    if not url.startswith("gs://"):
+def is_gcs_url(url: str) -> bool:
+    """Whether `url` names Google Cloud Storage (well formed or not: `parse_gcs_url` says what is wrong)."""
+    return url.startswith(GCS_SCHEME)
+
+
+def _split_gcs(url: str) -> tuple[str, str]:
+    """`gs://bucket/rest` as (bucket, rest), the bucket name checked; the one place that reads gs:// URLs."""
+    if not is_gcs_url(url):
         raise InvalidInputError(f"{url!r} is not a gs:// URL; expected gs://<bucket>/<path>")
-    bucket, _, blob = url[len("gs://") :].partition("/")
+    bucket, _, blob = url[len(GCS_SCHEME) :].partition("/")
     if not bucket:
         raise InvalidInputError(f"{url!r} has no bucket name; expected gs://<bucket>/<path>")
     if not _BUCKET_RE.match(bucket):
         raise InvalidInputError(
             f"{url!r}: {bucket!r} is not a valid bucket name (lowercase letters, digits, '-', '_', '.')"
         )
+    return bucket, blob
+
+
+def parse_gcs_prefix(url: str) -> GcsURL:
+    """`gs://bucket/some/prefix` for listing: the blob part is a name prefix, possibly empty or ending
+    in '/' (a folder)."""
+    bucket, prefix = _split_gcs(url)
+    return GcsURL(bucket=bucket, blob=prefix)
+
+
+def parse_gcs_url(url: str) -> GcsURL:
+    """Split `gs://bucket/path/to/object` (Requirement 2.2), refusing anything that is not one."""
+    bucket, blob = _split_gcs(url)
     if not blob or blob.endswith("/"):
         raise InvalidInputError(
             f"{url!r} names a bucket or folder, not an object; expected gs://{bucket}/<path>"
@@ -57,7 +76,7 @@ def parse_url(url: str) -> ObjectURL:
     if not isinstance(url, str) or not url.strip():
         raise InvalidInputError("The object URL is empty; expected gs://<bucket>/<path> or a local path")
     url = url.strip()
-    if url.startswith("gs://"):
+    if is_gcs_url(url):
         return parse_gcs_url(url)
     parts = urlsplit(url)
     if parts.scheme == "file":

@@ -1,0 +1,34 @@
+"""`delete_project`, which undoes a project creation that could not finish, on both stores: the project and,
+by the tables' cascade, its rows go; other projects stay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import Supabase
+from training_agent.core.records import RecordsStore
+from training_agent.core.records.sqlite import SQLiteRecords
+from training_agent.core.records.supabase import SupabaseRecords
+
+
+@pytest.fixture(params=["sqlite", pytest.param("supabase", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordsStore:
+    if request.param == "sqlite":
+        return SQLiteRecords(tmp_path / "records.db")
+    supabase: Supabase = request.getfixturevalue("supabase")
+    return SupabaseRecords(supabase.url, supabase.key)
+
+
+def test_delete_project_takes_its_rows(store: RecordsStore) -> None:
+    gone = store.create_project("gone", status="creating", metadata={})
+    kept = store.create_project("kept", status="pending_training", metadata={})
+    for project in (gone, kept):
+        store.create_dataset(project.id, gcs_url="gs://b/d.zip")
+        store.insert_log(project.id, "training_agent", "info", "hello")
+    store.delete_project(gone.id)
+    assert store.get_project(gone.id) is None
+    assert store.latest_dataset(gone.id) is None and store.recent_logs(gone.id) == []
+    assert store.get_project(kept.id) is not None and store.latest_dataset(kept.id) is not None
+    store.delete_project(gone.id)  # deleting what is gone is fine

@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from training_agent import __version__
 from training_agent.api import mcp_server, middleware
@@ -105,7 +106,15 @@ def create_app(
             await run_in_threadpool(app.state.reaper.stop)
             await run_in_threadpool(app.state.executor.shutdown)
 
-    app = FastAPI(title="Training Agent", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc with Swagger UI's and ReDoc's files served by the app itself: no CDN, so they work
+    # on a cluster without internet; no online validator badge either.
+    app = FastAPIOffline(
+        title="Training Agent",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(training.router)
@@ -117,7 +126,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],  # DELETE: the cancel route
             allow_headers=["Authorization", "Content-Type"],
         )
     middleware.install(app, metrics, max_request_bytes=settings.max_request_bytes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from training_agent.api.executors import Executor
@@ -33,12 +33,16 @@ async def get_executor(request: Request) -> Executor:
     return executor
 
 
-async def get_storage(request: Request) -> ObjectStorage:
+def app_storage(app: FastAPI) -> ObjectStorage:
     # One per app, made on first use: its GCS client (and credentials) are built once, not per request.
-    if getattr(request.app.state, "storage", None) is None:
-        request.app.state.storage = ObjectStorage(request.app.state.settings)
-    storage: ObjectStorage = request.app.state.storage
+    if getattr(app.state, "storage", None) is None:
+        app.state.storage = ObjectStorage(app.state.settings)
+    storage: ObjectStorage = app.state.storage
     return storage
+
+
+async def get_storage(request: Request) -> ObjectStorage:
+    return app_storage(request.app)
 
 
 async def get_metrics(request: Request) -> ApiMetrics:
@@ -59,10 +63,15 @@ async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """With MCP_API_KEY set, callers must send `Authorization: Bearer <key>`."""
+    check_api_key(settings, credentials.credentials if credentials else None)
+
+
+def check_api_key(settings: Settings, token: str | None) -> None:
+    """Raise 401 unless MCP_API_KEY is unset or `token` is it (the training routes and /mcp share it)."""
     if settings.mcp_api_key is None:
         return
     expected = settings.mcp_api_key.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
+    given = token.encode() if token else b""
     # Constant-time comparison: response timing must not reveal how much of a guess was right.
     if not hmac.compare_digest(given, expected):
         raise HTTPException(

@@ -43,15 +43,27 @@ class Passed:
     details: dict[str, Any]
 
 
-def check_dataset(
-    project: Project, dataset_url: str, *, records: RecordsStore, storage: ObjectStorage, settings: Settings
-) -> Passed | None:
-    """Check the dataset's layout from its listing. A dataset the rules refuse (or an object that does not
-    exist) fails the project and raises BadRequest with the reason; storage that cannot be read now raises
-    Unavailable and leaves the project as it was. None when TRAINING_AGENT_PREFLIGHT is off."""
-    if not settings.preflight:
-        return None
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Layout:
+    """The dataset zip's listing and what the layout rules made of it. `plan` is None when the zip holds
+    only another zip (`nested_zip`), whose layout only the trainer sees once it unwraps it."""
+
+    members: list[Member]
+    plan: DatasetPlan | None
+    nested_zip: str | None = None
+
+
+class Refused(Exception):
+    """The layout rules refuse the dataset, or its object does not exist: no retry can help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def read_layout(project: Project, dataset_url: str, *, storage: ObjectStorage, settings: Settings) -> Layout:
+    """Read the zip's listing and run the layout rules on it, touching no record. Raises Refused with the
+    reason, or StorageError when storage cannot be read now."""
     try:
         members = list_zip_members(storage, dataset_url)
         nested = rules.only_zip(members)
@@ -64,11 +76,7 @@ def check_dataset(
                 max_bytes=settings.max_dataset_bytes,
                 max_ratio=settings.max_compression_ratio,
             )
-            return Passed(
-                f"Dataset pre-flight: the zip holds only {nested}; its layout is checked when the trainer "
-                "unwraps it",
-                {"nested_zip": nested},
-            )
+            return Layout(members, None, nested)
         plan = plan_layout(
             members,
             max_files=settings.max_dataset_files,
@@ -77,13 +85,36 @@ def check_dataset(
             allow_missing_val=_carves_val(project),
         )
     except ObjectNotFoundError as exc:  # the record points at nothing: no retry can help
-        message = f"The dataset object {dataset_url} does not exist; upload it or fix the dataset's gcs_url"
-        raise _refuse(records, project, message, settings.agent_name) from exc
+        raise Refused(
+            f"The dataset object {dataset_url} does not exist; upload it or fix the dataset's gcs_url"
+        ) from exc
     except InvalidInputError as exc:
-        raise _refuse(records, project, str(exc), settings.agent_name) from exc
+        raise Refused(str(exc)) from exc
+    return Layout(members, plan)
+
+
+def check_dataset(
+    project: Project, dataset_url: str, *, records: RecordsStore, storage: ObjectStorage, settings: Settings
+) -> Passed | None:
+    """Check the dataset's layout from its listing. A dataset the rules refuse (or an object that does not
+    exist) fails the project and raises BadRequest with the reason; storage that cannot be read now raises
+    Unavailable and leaves the project as it was. None when TRAINING_AGENT_PREFLIGHT is off."""
+    if not settings.preflight:
+        return None
+    started = time.perf_counter()
+    try:
+        layout = read_layout(project, dataset_url, storage=storage, settings=settings)
+    except Refused as exc:
+        raise _refuse(records, project, exc.message, settings.agent_name) from exc
     except StorageError as exc:
         raise Unavailable(f"The dataset could not be read to check it, try again: {exc}") from exc
-    return _passed(plan, members, time.perf_counter() - started)
+    if layout.plan is None:
+        return Passed(
+            f"Dataset pre-flight: the zip holds only {layout.nested_zip}; its layout is checked when the "
+            "trainer unwraps it",
+            {"nested_zip": layout.nested_zip},
+        )
+    return _passed(layout.plan, layout.members, time.perf_counter() - started)
 
 
 def _carves_val(project: Project) -> bool:

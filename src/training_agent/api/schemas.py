@@ -183,3 +183,93 @@ class ErrorResponse(BaseModel):
     """Every error has this shape (validation errors carry a list of problems instead of a string)."""
 
     detail: str | list[dict[str, Any]] = Field(examples=["Project 6f1c... not found"])
+
+
+class RunSummary(BaseModel):
+    """One project the training agent knows, and its run as the records tell it (the status route also
+    asks the executor)."""
+
+    project_id: UUID
+    project_name: str
+    status: str
+    run: RunInfo | None = Field(description="null for a project never started")
+    error: str | None = Field(description="why it failed, for a `failed` project")
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class RunsResponse(BaseModel):
+    """Projects in the training agent's statuses, most recently updated first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "runs": [
+                        {
+                            "project_id": _PROJECT_ID,
+                            "project_name": "flowers",
+                            "status": "training",
+                            "run": {"name": f"tr-{_PROJECT_ID}", "executor": "local", "phase": "Running"},
+                            "error": None,
+                            "created_at": "2026-01-05T10:20:00+00:00",
+                            "updated_at": "2026-01-05T10:31:12+00:00",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    runs: list[RunSummary]
+
+
+class LogsResponse(BaseModel):
+    """A project's newest `agent_logs` rows at or above a level, oldest first (as `tail` shows a file)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": _PROJECT_ID,
+                    "logs": [
+                        {
+                            "created_at": "2026-01-05T10:31:12+00:00",
+                            "log_level": "info",
+                            "agent_name": "training-agent",
+                            "message": "Epoch 3/10: train loss 0.412, val accuracy 0.871",
+                            "metadata": {"epoch": 3},
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    project_id: UUID
+    logs: list[LogEntry]
+
+
+class DatasetCheck(BaseModel):
+    """The layout pre-flight's verdict on a project's dataset, from the zip's listing alone: nothing is
+    started and no record changes."""
+
+    project_id: UUID
+    dataset_url: str
+    ok: bool
+    reason: str | None = Field(description="why the layout rules refuse it, when `ok` is false")
+    classes: list[str] = Field(default_factory=list)
+    images: dict[str, int] = Field(default_factory=dict, description="images per split")
+    images_per_class: dict[str, dict[str, int]] = Field(default_factory=dict)
+    split_folders: dict[str, str] = Field(default_factory=dict, description="split → its folder in the zip")
+    nested_zip: str | None = Field(
+        default=None, description="the zip holds only this zip, whose layout the trainer checks"
+    )
+
+
+class WaitResult(BaseModel):
+    """What `wait_for_training` returns: the status when the run ended or the wait's time ran out."""
+
+    timed_out: bool
+    waited_s: float
+    status: StatusResponse

@@ -48,7 +48,7 @@ def status_url(project_id: UUID) -> str:
     return f"/agents/training/status/{project_id}"
 
 
-def _project(records: RecordsStore, project_id: UUID) -> Project:
+def get_project(records: RecordsStore, project_id: UUID) -> Project:
     project = records.get_project(project_id)
     if project is None:
         raise NotFound(f"Project {project_id} not found")
@@ -60,7 +60,7 @@ def start_training(
 ) -> StartResponse:
     """Requirement 1.1-1.5: check the project and its dataset (the pre-flight), claim it, hand it to the
     executor."""
-    project = _project(records, project_id)
+    project = get_project(records, project_id)
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
             f"Project {project_id} is in status {project.status!r}; "
@@ -121,20 +121,20 @@ def start_training(
 
 def cancel_training(project_id: UUID, records: RecordsStore, executor: Executor) -> CancelResponse:
     """Stop a project's run; the project ends `failed` with "Cancelled" as the reason."""
-    project = _project(records, project_id)
+    project = get_project(records, project_id)
     if project.status != ProjectStatus.TRAINING.value:
         raise Conflict(
             f"Project {project_id} is in status {project.status!r}; only a training run can be cancelled"
         )
     if not executor.cancel(project_id):
-        current = _project(records, project_id)
+        current = get_project(records, project_id)
         if current.status != ProjectStatus.TRAINING.value:  # it ended while the cancel was on its way
             raise Conflict(f"Project {project_id} is in status {current.status!r}; its run has ended")
         raise NotFound(f"Project {project_id} has no run in the {executor.name} executor")
     return CancelResponse(project_id=project_id, run_name=run_name(project_id))
 
 
-def _run_from_records(project: Project) -> RunInfo | None:
+def run_from_records(project: Project) -> RunInfo | None:
     """The run as the records tell it, for runs this server process did not start (or forgot)."""
     run = run_of(project)
     if not run:
@@ -163,8 +163,8 @@ def training_status(
 ) -> StatusResponse:
     """Requirement 9.2: status, run phase, progress, model URL (and its pictures') or error, and the latest
     logs."""
-    project = _project(records, project_id)
-    run = executor.describe(project_id) or _run_from_records(project)
+    project = get_project(records, project_id)
+    run = executor.describe(project_id) or run_from_records(project)
     terminal = _ended_phase(project)
     if run is not None and terminal is not None and run.phase in (RunPhase.RUNNING, RunPhase.QUEUED):
         # The trainer has reported its outcome and its process is still exiting: the records are ahead.

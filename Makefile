@@ -8,10 +8,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# pip shows what it downloads and installs (about 6 GB with torch's CUDA build: minutes on a first run);
+# `make test` keeps it quiet (PIP_FLAGS=-q below), so that its output is the checks'.
+PIP_FLAGS ?=
+
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[trainer,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@echo "Installing training-agent with torch and torchvision (about 6 GB; see README: CPU-only torch)..."
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[trainer,dev]'
 	touch $(STAMP)
 
 # PostgreSQL backs the Supabase integration tests and shellcheck checks the shell scripts; apt installs them
@@ -37,6 +42,7 @@ format: setup
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+test: PIP_FLAGS = -q
 test: setup system-deps chart-tools lint
 	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest
 

@@ -63,7 +63,7 @@ def test_finished_run_reports_progress_model_and_logs(
     assert body["progress"]["eta_seconds"] == 0
     assert 0 <= body["progress"]["val_accuracy"] <= 1 and body["progress"]["images_per_s"] > 0
     assert body["model_url"].endswith("/models/Demo_project_model.pth")
-    assert body["logs"][0]["message"].startswith("Training completed")
+    assert body["logs"][0]["message"].startswith("Training complete for project Demo project")
     assert len(body["logs"]) == 3
     assert len(status_of(client, project.id, limit=0)["logs"]) == 0
 

@@ -150,7 +150,7 @@ async def test_a_run_that_never_reached_the_cluster_is_failed_at_start_up(
         assert error["message"] == UNSUBMITTED_MESSAGE
         assert (error["type"], error["step"]) == ("NotSubmitted", "submit")
         assert [(log.log_level, log.message) for log in k8s_records.recent_logs(lost.id)] == [
-            ("error", UNSUBMITTED_MESSAGE)
+            ("error", f"Training failed for project {lost.name}: {UNSUBMITTED_MESSAGE}")
         ]
         for untouched in (submitted, beaten, young):
             assert status_of(k8s_records, untouched) == "training"

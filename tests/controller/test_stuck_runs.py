@@ -180,7 +180,9 @@ async def test_an_expired_lease_is_reaped(
     stored = await eventually(lambda: failed_project(k8s_records, project), what="the project failed")
     assert stored.metadata["error"]["message"] == lease_message(record)
     assert "last heartbeat" in stored.metadata["error"]["message"]
-    assert [log.message for log in k8s_records.recent_logs(project.id)] == [lease_message(record)]
+    assert [log.message for log in k8s_records.recent_logs(project.id)] == [
+        f"Training failed for project {project.name}: {lease_message(record)}"
+    ]
     await asyncio.sleep(1)
     await eventually(lambda: job_gone(cluster, name), what="the Job deleted")
     assert not storage.exists(own)

@@ -112,7 +112,10 @@ def test_trains_and_publishes(settings: Settings, records: RecordsStore, dataset
     assert any(m.startswith("Smoke check passed") for m in messages)
     assert any(m.startswith("Dataset structure: 2 classes") for m in messages)
     assert any(m.startswith("Epoch 1/1: train_loss=") for m in messages)
-    assert messages[-1].startswith("Training completed")
+    # The run's one closing row: the seed's completion message, naming the project, the model, its accuracy.
+    assert messages[-1].startswith("Training complete for project My Project / v2. Model uploaded to ")
+    assert messages[-1].endswith(". Evaluation Agent can now begin.") and "test accuracy" in messages[-1]
+    assert sum(m.startswith("Training complete for project") for m in messages) == 1
     assert {log.log_level for log in records.recent_logs(project.id)} == {"info"}
     assert list(settings.work_dir.iterdir()) == []
 
@@ -322,6 +325,8 @@ def test_bad_input_fails_cleanly(
     assert stored.metadata["original"] == "kept"
     errors = [log for log in records.recent_logs(project.id) if log.log_level == "error"]
     assert len(errors) == 1 and text in errors[0].message
+    # The run's one closing row names the project and the step.
+    assert errors[0].message.startswith(f"Training failed for project Demo project at step {step}: ")
     assert_nothing_left(settings)
     assert not (tmp_path / "evil.png").exists() and not Path("/tmp/evil.png").exists()
 

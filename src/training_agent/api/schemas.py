@@ -16,9 +16,25 @@ _PROJECT_ID = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f"
 class StartRequest(BaseModel):
     """Start training a project that is in `pending_training`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"project_id": _PROJECT_ID}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"project_id": _PROJECT_ID},
+                {
+                    "project_id": _PROJECT_ID,
+                    "callback_url": "https://orchestrator.example.com/hooks/training",
+                },
+            ]
+        },
+    )
 
     project_id: UUID
+    callback_url: str | None = Field(
+        default=None,
+        description="Told how the run ended: a signed POST (see the README's Callbacks section). http or "
+        "https, on a host in TRAINING_AGENT_CALLBACK_ALLOWED_HOSTS.",
+    )
 
 
 class StartResponse(BaseModel):

@@ -11,6 +11,8 @@ from training_agent.api.errors import BadRequest, Conflict, NotFound, Unavailabl
 from training_agent.api.executors import Executor
 from training_agent.api.executors.base import CANCELLED_ERROR_TYPE
 from training_agent.api.schemas import CancelResponse, LogEntry, StartResponse, StatusResponse
+from training_agent.core.callbacks import CallbackRefused, check_callback_url
+from training_agent.core.completion import log_failed
 from training_agent.core.lease import claim_project, run_id_of, run_of
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import ProjectStatus, RecordsStore
@@ -56,10 +58,21 @@ def get_project(records: RecordsStore, project_id: UUID) -> Project:
 
 
 def start_training(
-    project_id: UUID, records: RecordsStore, executor: Executor, settings: Settings, storage: ObjectStorage
+    project_id: UUID,
+    records: RecordsStore,
+    executor: Executor,
+    settings: Settings,
+    storage: ObjectStorage,
+    *,
+    callback_url: str | None = None,
 ) -> StartResponse:
     """Requirement 1.1-1.5: check the project and its dataset (the pre-flight), claim it, hand it to the
-    executor."""
+    executor. `callback_url` (checked first: a refused one changes nothing) is kept in the run record."""
+    if callback_url is not None:
+        try:
+            check_callback_url(callback_url, settings)
+        except CallbackRefused as exc:
+            raise BadRequest(str(exc)) from exc
     project = get_project(records, project_id)
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
@@ -74,7 +87,7 @@ def start_training(
         project, dataset.gcs_url, records=records, storage=storage, settings=settings
     )
     name = run_name(project_id)
-    claimed = claim_project(records, project_id, executor.name)
+    claimed = claim_project(records, project_id, executor.name, callback_url=callback_url)
     if claimed is None:
         # Another request claimed it between our read and our compare-and-set.
         raise Conflict(
@@ -94,21 +107,21 @@ def start_training(
         run = executor.submit(project_id)
     except Exception as exc:
         message = f"The {executor.name} executor could not take the run: {exc}"
-        log.error(message)
-        records.transition_project(
+        error = {
+            "message": message,
+            "type": type(exc).__name__,
+            "step": "submit",
+            "traceback": None,
+            "failed_at": utcnow().isoformat(),
+        }
+        moved = records.transition_project(
             project_id,
             from_status=ProjectStatus.TRAINING.value,
             to_status=ProjectStatus.FAILED.value,
-            metadata_patch={
-                "error": {
-                    "message": message,
-                    "type": type(exc).__name__,
-                    "step": "submit",
-                    "traceback": None,
-                    "failed_at": utcnow().isoformat(),
-                }
-            },
+            metadata_patch={"error": error},
         )
+        if moved is not None:  # the run's closing row; the caller has its answer in the 503 already
+            log_failed(log, moved.name, error)
         raise Unavailable(message) from exc
     return StartResponse(
         project_id=project_id,

@@ -72,6 +72,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, resync_
     def run_deleted(body: kopf.Body, **_: Any) -> None:
         reconciler.cancelled(dict(body), _post_event)
 
+    @kopf.on.cleanup(registry=registry)
+    def stopping(**_: Any) -> None:
+        reconciler.close()
+
     @kopf.on.probe(id="reconciled", registry=registry)
     def reconciled(**_: Any) -> int:
         return reconciler.reconciled

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from training_agent.core.completion import log_failed
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, ProjectStatus, RecordsStore
 from training_agent.core.records.models import utcnow
@@ -30,25 +31,32 @@ logger = logging.getLogger(__name__)
 RUN_KEY = "training_run"
 
 
-def new_run(project_id: UUID, executor: str) -> dict[str, Any]:
-    """The record of a run accepted just now (written by whoever claims the project)."""
-    return {
+def new_run(project_id: UUID, executor: str, *, callback_url: str | None = None) -> dict[str, Any]:
+    """The record of a run accepted just now (written by whoever claims the project). `callback_url`: where
+    the run's end is reported (core/callbacks.py); kept in the record, which every later writer merges
+    into, so the API after a restart and the controller both find it."""
+    run: dict[str, Any] = {
         "name": run_name(project_id),
         "executor": executor,
         "run_id": uuid.uuid4().hex,
         "attempt": 0,
         "accepted_at": utcnow().isoformat(),
     }
+    if callback_url:
+        run["callback_url"] = callback_url
+    return run
 
 
-def claim_project(records: RecordsStore, project_id: UUID, executor: str) -> Project | None:
+def claim_project(
+    records: RecordsStore, project_id: UUID, executor: str, *, callback_url: str | None = None
+) -> Project | None:
     """`pending_training` → `training` with a new run record, in one compare-and-set. Returns the claimed
     project, or None when it was not `pending_training` (another worker or request claimed it first)."""
     return records.transition_project(
         project_id,
         from_status=ProjectStatus.PENDING_TRAINING.value,
         to_status=ProjectStatus.TRAINING.value,
-        metadata_patch={RUN_KEY: new_run(project_id, executor)},
+        metadata_patch={RUN_KEY: new_run(project_id, executor, callback_url=callback_url)},
     )
 
 
@@ -130,8 +138,9 @@ def fail_run(
     exit_code: int | None = None,
 ) -> bool:
     """Fail the project's run from outside the trainer: `training` → `failed` with `message` as the error,
-    and an `agent_logs` row. With `run_id`, only while the record is still that run. Returns whether it
-    moved the project (False: it had already ended, or it is another run now)."""
+    and the run's closing `agent_logs` row (core/completion.py). With `run_id`, only while the record is
+    still that run. Returns whether it moved the project (False: it had already ended, or it is another run
+    now, and the row is not written: the run had its closing row already)."""
     project = records.get_project(project_id)
     if project is None or project.status != ProjectStatus.TRAINING.value:
         return False
@@ -152,5 +161,5 @@ def fail_run(
         metadata_patch={"error": error},
     )
     if moved is not None:
-        AgentLog(records, project_id, agent_name).error(message, **error)
+        log_failed(AgentLog(records, project_id, agent_name), moved.name, error)
     return moved is not None

@@ -9,7 +9,7 @@ nobody working on it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -32,10 +32,17 @@ class LiveTrainer:
 
 
 def left_behind(
-    records: RecordsStore, *, executor: str, host: str, agent_name: str, known: Container[UUID]
+    records: RecordsStore,
+    *,
+    executor: str,
+    host: str,
+    agent_name: str,
+    known: Container[UUID],
+    on_failed: Callable[[UUID], None] | None = None,
 ) -> list[LiveTrainer]:
-    """Fail the `executor` runs in `training` whose trainer is gone; return those whose trainer lives.
-    Runs of other executors, and the `known` ones (this process holds them), are left alone."""
+    """Fail the `executor` runs in `training` whose trainer is gone (and tell `on_failed`); return those
+    whose trainer lives. Runs of other executors, and the `known` ones (this process holds them), are left
+    alone."""
     alive = []
     for project in records.projects_in_status(ProjectStatus.TRAINING.value):
         run = run_of(project)
@@ -47,13 +54,15 @@ def left_behind(
             alive.append(LiveTrainer(project.id, pid, run_id, _parse_time(run.get("started_at"))))
             continue
         where = f"pid {pid} on {run.get('host')}" if pid else "not started yet"
-        fail_run(
+        failed = fail_run(
             records,
             project.id,
             f"The training process was lost when the server stopped ({where}); start the project again",
             agent_name=agent_name,
             run_id=run_id,
         )
+        if failed and on_failed is not None:
+            on_failed(project.id)
     return alive
 
 

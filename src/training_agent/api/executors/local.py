@@ -26,6 +26,7 @@ from uuid import UUID
 
 from training_agent.api.executors.adoption import LiveTrainer, left_behind
 from training_agent.api.executors.base import CANCELLED_ERROR_TYPE, Executor, OnFinish
+from training_agent.core.callbacks import CallbackSender
 from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.lease import fail_run, run_id_of, update_run
 from training_agent.core.logs import AgentLog
@@ -72,6 +73,9 @@ class LocalExecutor(Executor):
         self._retries: dict[UUID, int] = {}
         self._closed = False
         self._stopping = threading.Event()
+        # Every run this executor watches ends in `_settle` (or, left behind by a previous server, in
+        # `recover`): the one place that reports it to its start's callback URL.
+        self.callbacks = CallbackSender(settings, records)
 
     # -- submitting and starting ------------------------------------------------------------------------
     def submit(self, project_id: UUID) -> RunInfo:
@@ -214,6 +218,7 @@ class LocalExecutor(Executor):
                 )
         if self.on_finish:
             self.on_finish(project_id, phase)
+        self.callbacks.run_ended(project_id, self._run_ids.get(project_id))
 
     def _fail(self, project_id: UUID, message: str, exit_code: int | None, **kwargs: Any) -> bool:
         return fail_run(
@@ -294,6 +299,7 @@ class LocalExecutor(Executor):
             host=self.host,
             agent_name=self.settings.agent_name,
             known=self._runs,
+            on_failed=self.callbacks.run_ended,
         ):
             self._adopt(trainer)
 
@@ -353,6 +359,7 @@ class LocalExecutor(Executor):
                 proc.kill()
         for watcher in self._watchers:
             watcher.join(timeout=5)
+        self.callbacks.close()
 
     def _still_training(self, project_id: UUID) -> bool:
         """Whether the project is still this run's `training` (when the records cannot say: assume so)."""

@@ -6,6 +6,7 @@ see exactly what the HTTP routes see, and calls the same service functions off t
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -124,13 +125,18 @@ class TrainingTools:
         self.poll_s = poll_s
 
     def register(self, server: MCPServer) -> None:
-        server.add_tool(self.start_training, annotations=ToolAnnotations(destructive_hint=False))
-        server.add_tool(self.get_training_status, annotations=_READ_ONLY)
-        server.add_tool(self.cancel_training, annotations=ToolAnnotations(destructive_hint=True))
-        server.add_tool(self.list_training_runs, annotations=_READ_ONLY)
-        server.add_tool(self.get_training_logs, annotations=_READ_ONLY)
-        server.add_tool(self.wait_for_training, annotations=_READ_ONLY)
-        server.add_tool(self.check_dataset, annotations=_READ_ONLY)
+        tools = (
+            (self.start_training, ToolAnnotations(destructive_hint=False)),
+            (self.get_training_status, _READ_ONLY),
+            (self.cancel_training, ToolAnnotations(destructive_hint=True)),
+            (self.list_training_runs, _READ_ONLY),
+            (self.get_training_logs, _READ_ONLY),
+            (self.wait_for_training, _READ_ONLY),
+            (self.check_dataset, _READ_ONLY),
+        )
+        for tool, hints in tools:
+            # getdoc: the docstring without its source indentation, which the SDK would keep.
+            server.add_tool(tool, description=inspect.getdoc(tool), annotations=hints)
 
     async def start_training(self, project_id: ProjectId) -> Annotated[CallToolResult, StartResponse]:
         """Start training a project in `pending_training`: it moves to `training` and a run begins (like

@@ -135,6 +135,10 @@ async def test_api_key_is_required(served: Served) -> None:
             "/mcp", json=initialize, headers={**accept, "Authorization": f"Bearer {API_KEY}"}
         )
         assert allowed.status_code == 200
+        # Stateless: no stream to open with GET, no session to DELETE.
+        for method in ("GET", "DELETE"):
+            answer = await http.request(method, "/mcp", headers={"Authorization": f"Bearer {API_KEY}"})
+            assert answer.status_code == 405, method
     # The SDK's client cannot open a session with a wrong key either: its initialize fails with the
     # transport's error, inside the task groups of the transport and the session.
     with pytest.RaisesGroup(pytest.RaisesGroup(MCPError)):

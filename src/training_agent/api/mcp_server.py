@@ -100,7 +100,7 @@ def router(app: FastAPI, *, poll_s: float = 1.0) -> APIRouter:
     mcp_router = APIRouter(lifespan=lifespan)
     endpoint = ApiKeyGuard(StreamableHTTPASGIApp(manager), settings)
     # A plain Starlette route: the endpoint is an ASGI app (it streams its own answer), not a FastAPI handler.
-    mcp_router.routes.append(
-        Route(PATH, endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    )
+    # POST only: without sessions there is nothing to send on a GET stream nor a session to DELETE, and
+    # the MCP spec's answer to both is then 405 (a GET would otherwise hold a connection open for nothing).
+    mcp_router.routes.append(Route(PATH, endpoint, methods=["POST"], include_in_schema=False))
     return mcp_router

@@ -3,6 +3,7 @@ retries on 5xx, no retry on 4xx, an unreachable receiver, one report per run."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,3 +257,25 @@ def test_a_host_no_longer_allowed_is_not_called(tmp_path: Path, cb_records: Reco
         assert receiver.received == []
     [warning] = warnings(cb_records, project_id)
     assert "not sent: callback_url host '127.0.0.1' is not allowed" in warning
+
+
+def test_the_readmes_receiver_example_verifies_a_real_report(
+    sender: CallbackSender, cb_records: RecordsStore
+) -> None:
+    """The README's Python example, run as written, against what the sender really sent."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Callbacks") :]
+    code = section[
+        section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)
+    ]
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(code), namespace)  # the documentation's own example
+    with receiving() as receiver:
+        project_id = started(cb_records, receiver.url)
+        succeed(cb_records, project_id)
+        sender.run_ended(project_id)
+        [request] = receiver.wait_for(1)
+    names = ("X-Training-Agent-Timestamp", "X-Training-Agent-Signature")
+    headers = {name: request.headers[name.lower()] for name in names}
+    assert namespace["verified"](SECRET.encode(), headers, request.body)
+    assert not namespace["verified"](b"wrong", headers, request.body)

@@ -59,7 +59,8 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Environment of the API and the controller: settings from the ConfigMap, Supabase from its Secret (keys
 SUPABASE_URL and SUPABASE_KEY; the trainer Jobs use it the same way) and the GCS key (the API reads datasets,
-the controller removes the checkpoints of runs it reaps). Only the API (withMcpToken) gets the MCP token.
+the controller removes the checkpoints of runs it reaps). Only the API (withMcpToken) gets the MCP token; both
+get the callbacks' signing key (the API checks a start's callback_url, both send reports).
 Include with (dict "root" $ "withMcpToken" true). */}}
 {{- define "training-agent.controlPlaneEnv" -}}
 {{- $v := .root.Values -}}
@@ -68,7 +69,7 @@ envFrom:
       name: {{ include "training-agent.fullname" .root }}-config
   - secretRef:
       name: {{ $v.supabase.existingSecret }}
-{{- if or (and .withMcpToken $v.mcpAuth.existingSecret) $v.gcs.existingSecret }}
+{{- if or (and .withMcpToken $v.mcpAuth.existingSecret) $v.gcs.existingSecret $v.callbacks.existingSecret }}
 env:
   {{- if and .withMcpToken $v.mcpAuth.existingSecret }}
   - name: MCP_API_KEY
@@ -80,6 +81,13 @@ env:
   {{- if $v.gcs.existingSecret }}
   - name: GOOGLE_APPLICATION_CREDENTIALS
     value: /var/secrets/gcs/key.json
+  {{- end }}
+  {{- if $v.callbacks.existingSecret }}
+  - name: TRAINING_AGENT_CALLBACK_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ $v.callbacks.existingSecret }}
+        key: {{ $v.callbacks.secretKey }}
   {{- end }}
 {{- end }}
 {{- end }}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite needs: PostgreSQL server binaries (the Supabase store tests)
-# and shellcheck (the kind quickstart and other scripts). Idempotent: does nothing when they are there.
+# Installs the system packages the test suite needs: PostgreSQL server binaries (the Supabase store tests),
+# the shellcheck linter (the kind quickstart and other scripts) and curl (the README's projects walk-through).
+# Idempotent: does nothing when they are there.
 set -euo pipefail
 
 have_postgres() {
@@ -10,6 +11,7 @@ have_postgres() {
 missing=()
 have_postgres || missing+=(postgresql)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
@@ -22,3 +24,4 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 have_postgres
 command -v shellcheck >/dev/null
+command -v curl >/dev/null

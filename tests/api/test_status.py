@@ -42,6 +42,7 @@ def test_not_started_project(client: TestClient, api_records: RecordsStore) -> N
         "val_accuracy": None,
         "images_per_s": None,
         "eta_seconds": None,
+        "live": None,
     }
     assert body["model_url"] is None and body["error"] is None and body["logs"] == []
     assert body["curves_url"] is None and body["confusion_url"] is None

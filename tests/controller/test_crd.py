@@ -14,6 +14,9 @@ import yaml
 from tests.conftest import make_settings
 from tests.support.kube import CRD_FILE
 from training_agent.api.executors.kubernetes import spec_for
+from training_agent.controller.progress import run_progress
+from training_agent.core.records.models import utcnow
+from training_agent.core.runs import Progress, StepProgress
 from training_agent.core.trainingrun import GROUP, KIND, PLURAL, VERSION, trainingrun_manifest
 
 CRD = yaml.safe_load(CRD_FILE.read_text())
@@ -34,11 +37,31 @@ def test_names_and_printer_columns() -> None:
         "Project",
         "Model",
         "Phase",
-        "Epoch",
+        "Progress",
+        "ETA",
         "Val-Acc",
         "Age",
     ]
     jsonschema.Draft4Validator.check_schema(SCHEMA)
+
+
+def test_progress_columns_read_what_the_controller_writes() -> None:
+    """Progress ("e3/10 45%") and ETA ("4m05s") point at fields the schema keeps (a real API server prunes
+    unknown ones), filled by the controller's own function."""
+    live = StepProgress(
+        epoch=3, epochs=10, step=45, steps=100, images=1440, eta_seconds=245.0, updated_at=utcnow()
+    )
+    progress = run_progress(Progress(epoch=2, total_epochs=10, val_accuracy=0.8), live, finished=False)
+    columns = {c["name"]: c for c in CRD["spec"]["versions"][0]["additionalPrinterColumns"]}
+    shown = {}
+    for name in ("Progress", "ETA"):
+        column = columns[name]
+        assert column["type"] == "string"
+        field = column["jsonPath"].removeprefix(".status.progress.")
+        assert field in SCHEMA["properties"]["status"]["properties"]["progress"]["properties"]
+        shown[name] = progress[field]
+    assert shown == {"Progress": "e3/10 45%", "ETA": "4m05s"}
+    validate({"spec": copy.deepcopy(VALID), "status": {"phase": "Running", "progress": progress}})
 
 
 def test_what_the_api_writes_is_valid(tmp_path: Path) -> None:

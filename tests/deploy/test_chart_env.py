@@ -34,6 +34,15 @@ def test_pending_timeout_and_lease_reach_the_controller_and_the_trainers(helm: s
     )
 
 
+def test_progress_pace_reaches_the_trainers(helm: str) -> None:
+    """The trainers write their in-epoch progress at the chart's pace, read back by their own Settings."""
+    rendered = render(helm, "defaults", OLDEST, "--set", "trainer.progressEverySeconds=3")
+    with mock.patch.dict(os.environ, rendered.get("ConfigMap", "-trainer-env")["data"]):
+        assert Settings().progress_every_seconds == 3.0
+    default = _values("defaults")["trainer"]["progressEverySeconds"]
+    assert default == Settings.model_fields["progress_every_seconds"].default
+
+
 def test_secrets_are_references_mounted_where_needed(helm: str) -> None:
     rendered = render(helm, "namespace")
     assert rendered.of_kind("Secret") == []  # the chart never carries credentials outside the dev stack

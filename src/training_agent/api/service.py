@@ -24,6 +24,7 @@ from training_agent.core.runs import (
     RunPhase,
     progress_from_logs,
     run_name,
+    step_progress,
 )
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
@@ -185,6 +186,8 @@ def training_status(
     recent = records.recent_logs(project_id, limit=max(log_limit, PROGRESS_WINDOW))
     configured = project.metadata.get("epochs")
     progress = progress_from_logs(recent, configured if isinstance(configured, int) else _DEFAULT_EPOCHS)
+    if project.status == ProjectStatus.TRAINING.value:  # once the run ended, the per-epoch fields tell it
+        progress.live = step_progress(run_of(project))
     models = records.list_models(project_id)
     model = models[-1] if models else None
     error = project.metadata.get("error") if project.status == ProjectStatus.FAILED.value else None

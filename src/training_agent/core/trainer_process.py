@@ -10,7 +10,16 @@ from uuid import UUID
 
 def trainer_command(project_id: UUID, *, claimed: bool) -> list[str]:
     """The command a worker runs; the same one a Kubernetes Job's container runs."""
-    command = [sys.executable, "-m", "training_agent", "train", "--project-id", str(project_id)]
+    # No progress bar: a server's (or the demo's) trainers share its terminal, and would draw over it.
+    command = [
+        sys.executable,
+        "-m",
+        "training_agent",
+        "train",
+        "--project-id",
+        str(project_id),
+        "--no-progress-bar",
+    ]
     if claimed:
         command.append("--claimed")
     return command

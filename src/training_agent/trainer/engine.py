@@ -23,6 +23,7 @@ from training_agent.trainer.checkpoint import cpu_state_dict
 from training_agent.trainer.data import Loader
 from training_agent.trainer.optim import make_optimizer, make_scheduler
 from training_agent.trainer.preprocess import Preprocess
+from training_agent.trainer.progress import PROGRESS_LINE, Step
 
 logger = logging.getLogger(__name__)
 
@@ -231,14 +232,16 @@ class Fitter:
         on_epoch: Callable[[dict[str, Any]], None],
         checkpoint: Callable[[], None],
         stop_requested: Callable[[], bool] = lambda: False,
+        on_step: Callable[[Step], None] = lambda step: None,
     ) -> list[dict[str, Any]]:
         """Train until the last epoch or early stopping. `checkpoint` is called after every epoch and when
-        a stop is requested (then `Interrupted` is raised); `on_epoch` gets each epoch's record."""
+        a stop is requested (then `Interrupted` is raised); `on_epoch` gets each epoch's record, `on_step`
+        where the epoch is after every batch (and at its start), so progress shows within an epoch."""
         progress = self.progress
         while progress.epoch <= self.options.epochs and not progress.stopped_early:
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            self._train_epoch(checkpoint, stop_requested)
+            self._train_epoch(checkpoint, stop_requested, on_step)
             record = self._finish_epoch()
             checkpoint()
             on_epoch(record)
@@ -248,11 +251,17 @@ class Fitter:
             self.model.load_state_dict(self.best_state)
         return progress.history
 
-    def _train_epoch(self, checkpoint: Callable[[], None], stop_requested: Callable[[], bool]) -> None:
+    def _train_epoch(
+        self,
+        checkpoint: Callable[[], None],
+        stop_requested: Callable[[], bool],
+        on_step: Callable[[Step], None],
+    ) -> None:
         progress, options, device = self.progress, self.options, self.device
         loader = self.loaders["train"]
         loader.sampler.set_epoch(progress.epoch, skip=progress.batches_done)
         steps = len(loader)
+        on_step(Step(progress.epoch, options.epochs, progress.batches_done, steps, progress.images))
         self.model.train()
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         correct = torch.zeros((), device=device)
@@ -280,6 +289,7 @@ class Fitter:
             progress.batches_done += 1
             tick = time.perf_counter()
             progress.compute_s += tick - fetched
+            on_step(Step(progress.epoch, options.epochs, progress.batches_done, steps, progress.images))
             if progress.batches_done % options.log_every == 0 or progress.batches_done == steps:
                 self._log_step(progress.loss_sum + float(loss_sum), steps, time.perf_counter() - started)
             if stop_requested() and progress.batches_done < steps:
@@ -303,6 +313,7 @@ class Fitter:
             steps,
             loss_sum / max(progress.images, 1),
             progress.images / elapsed if elapsed > 0 else 0.0,
+            extra={PROGRESS_LINE: True},  # a terminal's progress bar shows this instead (progress_bar.py)
         )
 
     def _finish_epoch(self) -> dict[str, Any]:

@@ -68,13 +68,14 @@ def start_training(
     callback_url: str | None = None,
 ) -> StartResponse:
     """Requirement 1.1-1.5: check the project and its dataset (the pre-flight), claim it, hand it to the
-    executor. `callback_url` (checked first: a refused one changes nothing) is kept in the run record."""
+    executor. `callback_url` (checked once the project is known to exist — an unknown one is a 404 whatever
+    else the body says — and before anything changes) is kept in the run record."""
+    project = get_project(records, project_id)
     if callback_url is not None:
         try:
             check_callback_url(callback_url, settings)
         except CallbackRefused as exc:
             raise BadRequest(str(exc)) from exc
-    project = get_project(records, project_id)
     if project.status != ProjectStatus.PENDING_TRAINING.value:
         raise BadRequest(
             f"Project {project_id} is in status {project.status!r}; "

@@ -189,19 +189,21 @@ class CallbackSender:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, daemon=True, name="callbacks")
                 self._thread.start()
-        self._queue.put(_Ended(project_id, run_id))
+            # Under the lock: nothing is queued behind the sentinel that `close` puts.
+            self._queue.put(_Ended(project_id, run_id))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop: reports still queued get one try each while `timeout_s` lasts; the rest are dropped."""
         with self._lock:
             self._closing.set()
             thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
-            self._queue.put(None)
             thread.join(timeout_s)
 
     def join(self, timeout_s: float) -> bool:
-        """Wait until every queued report was handled (tests, and a trainer-less shutdown)."""
+        """Wait (bounded) until every queued report was handled; whether they all were."""
         deadline = time.monotonic() + timeout_s
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)

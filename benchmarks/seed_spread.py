@@ -53,7 +53,9 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     return name, metadata
 
 
-def run_setting(name: str, metadata: dict[str, Any], seeds: int, zip_path: Path, timeout: float) -> dict:
+def run_setting(
+    name: str, metadata: dict[str, Any], seeds: int, zip_path: Path, timeout: float
+) -> dict[str, Any]:
     """One setting over seeds 0 … seeds-1: every run's summary, and mean/spread of the test accuracy."""
     runs = []
     for seed in range(seeds):

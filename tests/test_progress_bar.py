@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -71,6 +72,23 @@ def test_a_terminal_gets_the_bar_with_every_field() -> None:
     for text in ("epoch 3/10", "step 45/100", "812 img/s", "ETA 1m24s", "val acc 0.875"):
         assert text in shown, text
     assert "\x1b[" in shown  # drawn in place with control codes, not as lines
+
+
+def test_a_run_that_ended_keeps_its_last_epoch_on_the_bar() -> None:
+    """The demo's last poll has no in-epoch report (the run is over): the bar says the last epoch, not
+    "preparing" again."""
+    console, out = terminal()
+    with progress_view(console, announce_epochs=True) as view:
+        view.update(STATE)
+        view.update(BarState(epochs_done=10, epochs=10, eta_seconds=0.0, val_accuracy=0.9))
+    frames = [
+        line
+        for line in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()))
+        if "ETA" in line
+    ]
+    last = frames[-1]
+    assert "epoch 10/10" in last and "ETA 0s" in last and "val acc 0.900" in last
+    assert "step 45/100" in last and "preparing" not in last  # the steps it last knew stay
 
 
 def test_log_lines_go_above_the_bar_except_the_per_step_ones(

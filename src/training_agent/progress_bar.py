@@ -148,21 +148,25 @@ class RichBar:
         self._redirected.clear()
 
     def update(self, state: BarState) -> None:
-        if state.epoch:
-            description = f"epoch {state.epoch}/{state.epochs}" if state.epochs else f"epoch {state.epoch}"
-        else:
-            description = "preparing"
-        steps = f"step {state.step}/{state.steps}" if state.steps else ""
-        self._bar.update(
-            self._task,
-            description=description,
-            total=state.steps or None,
-            completed=state.step or 0,
-            steps=steps,
-            speed=f"{state.images_per_second:,.0f} img/s" if state.images_per_second is not None else "",
-            eta=duration_text(state.eta_seconds) if state.eta_seconds is not None else "-",
-            val=f"{state.val_accuracy:.3f}" if state.val_accuracy is not None else "-",
-        )
+        fields: dict[str, Any] = {
+            "description": _describe(state),
+            "speed": f"{state.images_per_second:,.0f} img/s" if state.images_per_second is not None else "",
+            "eta": duration_text(state.eta_seconds) if state.eta_seconds is not None else "-",
+            "val": f"{state.val_accuracy:.3f}" if state.val_accuracy is not None else "-",
+        }
+        if state.steps:
+            fields.update(
+                total=state.steps, completed=state.step or 0, steps=f"step {state.step}/{state.steps}"
+            )
+        # Without an in-epoch report (not yet, or the run has ended) the bar keeps what it last showed.
+        self._bar.update(self._task, **fields)
+
+
+def _describe(state: BarState) -> str:
+    epoch = state.epoch or state.epochs_done  # in progress, else the last finished
+    if not epoch:
+        return "preparing"
+    return f"epoch {epoch}/{state.epochs}" if state.epochs else f"epoch {epoch}"
 
 
 def _is_terminal(stream: IO[str]) -> bool:

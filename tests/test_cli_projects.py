@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
@@ -80,7 +81,7 @@ def test_create_uploads_the_zip_and_records_project_and_dataset(
     assert done.returncode == 0, done.stderr
     created = json.loads(done.stdout)
     records = embedded(tmp_path)
-    project = records.get_project(created["project_id"])
+    project = records.get_project(UUID(created["project_id"]))
     assert project is not None and project.name == "flowers" and project.status == "pending_training"
     assert project.metadata == {"epochs": 2, "recipe": "auto"} == created["metadata"]
     dataset = records.latest_dataset(project.id)
@@ -95,7 +96,7 @@ def test_create_uploads_the_zip_and_records_project_and_dataset(
         tmp_path, "projects", "create", "--name", "n2", "--dataset", str(zip_path), "--metadata", "{}"
     )
     assert plain.returncode == 0, plain.stderr
-    assert records.get_project(plain.stdout.strip()) is not None  # the id alone, for $(...)
+    assert records.get_project(UUID(plain.stdout.strip())) is not None  # the id alone, for $(...)
 
 
 @pytest.mark.parametrize(
@@ -142,9 +143,9 @@ def test_list_show_and_logs(tmp_path: Path, datasets: DatasetFactory) -> None:
         done = cli(tmp_path, "projects", "create", "--name", name, "--dataset", str(datasets.shapes()))
         assert done.returncode == 0, done.stderr
         ids.append(done.stdout.strip())
-    records.transition_project(ids[0], from_status="pending_training", to_status="training")  # type: ignore[arg-type]
+    records.transition_project(UUID(ids[0]), from_status="pending_training", to_status="training")
     for level, message in [("info", "Training initiated"), ("debug", "noise"), ("warning", "Slow disk")]:
-        records.insert_log(ids[0], "training_agent", level, message)  # type: ignore[arg-type]
+        records.insert_log(UUID(ids[0]), "training_agent", level, message)
 
     listed = cli(tmp_path, "projects", "list")
     assert listed.returncode == 0, listed.stderr
@@ -188,7 +189,7 @@ def test_follow_ends_cleanly_on_ctrl_c(tmp_path: Path, datasets: DatasetFactory)
     created = cli(tmp_path, "projects", "create", "--name", "p", "--dataset", str(datasets.shapes()))
     project_id = created.stdout.strip()
     records = embedded(tmp_path)
-    records.insert_log(project_id, "training_agent", "info", "first row")  # type: ignore[arg-type]
+    records.insert_log(UUID(project_id), "training_agent", "info", "first row")
     follow = subprocess.Popen(
         [sys.executable, "-m", "training_agent", "projects", "logs", project_id, "--follow"],
         cwd=tmp_path,
@@ -200,7 +201,7 @@ def test_follow_ends_cleanly_on_ctrl_c(tmp_path: Path, datasets: DatasetFactory)
     try:
         assert "first row" in _read_line(follow, timeout_s=60)
         # A row written while it follows is printed too; the project is still pending, so it goes on.
-        records.insert_log(project_id, "training_agent", "warning", "second row")  # type: ignore[arg-type]
+        records.insert_log(UUID(project_id), "training_agent", "warning", "second row")
         assert "second row" in _read_line(follow, timeout_s=30)
         follow.send_signal(signal.SIGINT)
         assert follow.wait(timeout=30) == 0
@@ -237,7 +238,7 @@ def test_on_supabase(supabase: Supabase, tmp_path: Path, datasets: DatasetFactor
     )
     assert done.returncode == 0, done.stderr
     project_id = json.loads(done.stdout)["project_id"]
-    project = records.get_project(project_id)  # type: ignore[arg-type]
+    project = records.get_project(UUID(project_id))
     assert project is not None and project.status == "pending_training" and project.metadata == FAST_METADATA
     assert records.latest_dataset(project.id) is not None
     records.insert_log(project.id, "training_agent", "error", "It broke")

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
@@ -113,7 +114,7 @@ def test_the_readme_walkthrough_trains_a_project(
     assert answers[0]["project_id"] == project_id and answers[0]["status"] == "training"
     assert answers[1]["project_id"] == project_id
     records = SQLiteRecords(tmp_path / ".training-agent" / "records.db")
-    project = records.get_project(project_id)  # type: ignore[arg-type]
+    project = records.get_project(UUID(project_id))
     assert project is not None and project.status == "pending_evaluation"
     assert len(records.list_models(project.id)) == 1
     # projects logs --follow: every row of the run, from the start's to the last one written after the

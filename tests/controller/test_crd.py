@@ -36,6 +36,8 @@ def test_names_and_printer_columns() -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
         "Project",
         "Model",
+        "GPUs",
+        "Nodes",
         "Phase",
         "Progress",
         "ETA",
@@ -94,6 +96,11 @@ INVALID = {
     "missing image": {"projectId": VALID["projectId"]},
     "zero epochs": {**VALID, "epochs": 0},
     "negative gpus": {**VALID, "gpus": -1},
+    "more gpus than a node has": {**VALID, "gpus": 17},
+    "zero nodes": {**VALID, "nodes": 0},
+    "too many nodes": {**VALID, "nodes": 65},
+    "unknown workload": {**VALID, "workload": "Pod"},
+    "unknown success policy": {**VALID, "successPolicy": "Any"},
     "zero learning rate": {**VALID, "learningRate": 0},
     "bad pull policy": {**VALID, "imagePullPolicy": "Sometimes"},
     "node selector not strings": {**VALID, "nodeSelector": {"gpu": 1}},
@@ -109,3 +116,38 @@ def test_invalid_specs_are_refused(case: str) -> None:
 def test_invalid_status_phase_is_refused() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validate({"spec": copy.deepcopy(VALID), "status": {"phase": "Exploded"}})
+
+
+def test_gpus_and_nodes_from_the_settings_reach_the_spec_and_the_columns(tmp_path: Path) -> None:
+    """The API writes the cluster's GPU and node counts (settings, not project metadata: a project chooses
+    training options, never resources); the GPUs and Nodes columns read them, and the controller's
+    status.workers is kept by the schema."""
+    settings = make_settings(
+        tmp_path, trainer_gpus=8, trainer_nodes=4, trainer_workload="jobset", trainer_success_policy="leader"
+    )
+    body = trainingrun_manifest(spec_for(uuid4(), {"gpus": 2, "nodes": 9}, settings), "ml")
+    assert {k: body["spec"][k] for k in ("gpus", "nodes", "workload", "successPolicy")} == {
+        "gpus": 8,
+        "nodes": 4,
+        "workload": "JobSet",
+        "successPolicy": "Leader",
+    }
+    columns = {c["name"]: c for c in CRD["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert (columns["GPUs"]["jsonPath"], columns["Nodes"]["jsonPath"]) == (".spec.gpus", ".spec.nodes")
+    spec_schema = SCHEMA["properties"]["spec"]["properties"]
+    assert (spec_schema["gpus"]["minimum"], spec_schema["gpus"]["maximum"]) == (0, 16)
+    assert (spec_schema["nodes"]["minimum"], spec_schema["nodes"]["maximum"]) == (1, 64)
+    workers = [
+        {"index": 0, "pod": "tr-x-0-abcde", "phase": "Running", "attempts": 1},
+        {
+            "index": 1,
+            "pod": "tr-x-1-fghij",
+            "phase": "Failed",
+            "attempts": 3,
+            "reason": "Error",
+            "exitCode": 1,
+        },
+    ]
+    validate({**body, "status": {"phase": "Running", "workers": workers}})
+    item = SCHEMA["properties"]["status"]["properties"]["workers"]["items"]["properties"]
+    assert set(item) == {k for w in workers for k in w}  # every field the controller writes is kept

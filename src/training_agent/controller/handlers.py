@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import kopf
 
+from training_agent.controller.distributed import JOBSET_GROUP, JOBSET_VERSION, JOBSETS
 from training_agent.controller.reconcile import InvalidSpec, Reconciler
 from training_agent.core.trainingrun import GROUP, LABEL_RUN, MANAGED_BY, PLURAL, VERSION
 
@@ -57,6 +58,15 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, resync_
     )
     def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
         reconciler.reconcile(str(namespace), labels[LABEL_RUN], _post_event)
+
+    if reconciler.settings.trainer_workload == "jobset":
+        # A JobSet ends a moment after its Job: watched so the run's end shows at once, not at the resync.
+        # Only where JobSets are used: the resource does not exist in a cluster without JobSet.
+        @kopf.on.event(
+            JOBSET_GROUP, JOBSET_VERSION, JOBSETS, labels={LABEL_RUN: kopf.PRESENT}, registry=registry
+        )
+        def jobset_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+            reconciler.reconcile(str(namespace), labels[LABEL_RUN], _post_event)
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT}, registry=registry)
     def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:

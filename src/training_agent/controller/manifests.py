@@ -1,9 +1,18 @@
-"""The Job a TrainingRun becomes: a pure function of the run's spec, unit-tested without a cluster."""
+"""The Job a TrainingRun becomes: a pure function of the run's spec, unit-tested without a cluster.
+Several GPUs and several nodes (torchrun, Indexed Job, Service, JobSet) are in distributed.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from training_agent.controller.distributed import (
+    build_jobset,
+    build_service,
+    make_indexed,
+    multi_node,
+    trainer_command,
+    uses_jobset,
+)
 from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_RETRY, EXIT_USAGE
 from training_agent.core.trainingrun import LABEL_PROJECT, LABEL_RUN, MANAGED_BY, TrainingRunSpec
 
@@ -96,13 +105,14 @@ def _pod_failure_policy() -> dict[str, Any]:
 
 
 def build_job(name: str, namespace: str, spec: TrainingRunSpec) -> dict[str, Any]:
-    """The batch/v1 Job that runs `training-agent train --claimed` for the run's project."""
+    """The batch/v1 Job that runs `training-agent train --claimed` for the run's project (under torchrun for
+    several GPUs; an Indexed Job of one pod per node for several nodes)."""
     labels = job_labels(name, spec)
     volumes, mounts = _volumes(spec)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
-        "command": ["training-agent", "train", "--project-id", str(spec.project_id), "--claimed"],
+        "command": trainer_command(name, spec),
         "env": _env(spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
@@ -146,6 +156,8 @@ def build_job(name: str, namespace: str, spec: TrainingRunSpec) -> dict[str, Any
         "podFailurePolicy": _pod_failure_policy(),
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
+    if multi_node(spec):
+        make_indexed(job_spec, name, spec)
     if spec.queue_name:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) the Job when its quota allows
     return {
@@ -154,3 +166,16 @@ def build_job(name: str, namespace: str, spec: TrainingRunSpec) -> dict[str, Any
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": job_spec,
     }
+
+
+def build_objects(name: str, namespace: str, spec: TrainingRunSpec) -> list[dict[str, Any]]:
+    """Everything the run needs in the cluster, in the order to create it: the Job alone; for several
+    nodes the headless Service first (so pod 0's name resolves as soon as it exists), then the Indexed Job;
+    or a JobSet, which makes its own Service. The last object is the workload the status is read from."""
+    job = build_job(name, namespace, spec)
+    if uses_jobset(spec):
+        return [build_jobset(job, KUEUE_QUEUE_LABEL)]
+    if multi_node(spec):
+        service_labels = {k: v for k, v in job["metadata"]["labels"].items() if k != KUEUE_QUEUE_LABEL}
+        return [build_service(name, namespace, service_labels), job]
+    return [job]

@@ -20,7 +20,8 @@ import pydantic
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from training_agent.controller.manifests import build_job
+from training_agent.controller.distributed import multi_node
+from training_agent.controller.manifests import build_objects
 from training_agent.controller.metrics import ControllerMetrics
 from training_agent.controller.progress import run_progress
 from training_agent.controller.status import (
@@ -30,6 +31,8 @@ from training_agent.controller.status import (
     derive,
     lease_lapsed,
 )
+from training_agent.controller.workers import name_failed_worker, worker_states
+from training_agent.controller.workload import Workload
 from training_agent.core import logs as logctx
 from training_agent.core.callbacks import CallbackSender
 from training_agent.core.completion import log_failed
@@ -85,6 +88,7 @@ class Reconciler:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.api = api
+        self.workload = Workload(api)
         self._storage: ObjectStorage | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
         self.reconciled = 0
@@ -101,7 +105,8 @@ class Reconciler:
 
     # -- the Job ----------------------------------------------------------------------------------------
     def ensure_job(self, run: dict[str, Any], adopt: Adopt) -> dict[str, Any] | None:
-        """Create the run's one Job; an existing one (409) is kept, and one that existed is never made
+        """Create the run's one Job (with its headless Service for several nodes, or a JobSet instead:
+        workload.py); an existing one (409) is kept, and one that existed is never made
         again: a Job deleted on purpose (a hung trainer reaped, an image that never pulls, a pod that can
         never be scheduled) or by someone must not come back when the handler runs again (a controller
         restart resumes every run). Returns the Job, or None when the run had one before. Raises
@@ -112,22 +117,16 @@ class Reconciler:
         except pydantic.ValidationError as exc:
             raise InvalidSpec(f"Invalid TrainingRun spec: {exc}") from exc
         namespace, name = str(meta["namespace"]), str(meta["name"])
-        job = build_job(name, namespace, spec)
-        adopt(job, run)
+        objects = build_objects(name, namespace, spec)
+        for obj in objects:
+            adopt(obj, run)
         # Under the run's lock and from a fresh read: the event's copy of the run can predate its status.
         with self._locks[(namespace, name)], logctx.bound(spec.project_id, name):
             if self._had_job(namespace, name):
                 return None
-            try:
-                # The client takes plain dicts as well as its models.
-                created = _plain(self.api, self.batch.create_namespaced_job(namespace, job))  # type: ignore[arg-type]
-                logger.info("Created Job %s/%s", namespace, name)
-                self.metrics.job_created(run)
-                return created
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                return job  # already there: deterministic name, so it is this run's Job
+            created = self.workload.create(namespace, objects)
+            self.metrics.job_created(run)
+            return created
 
     def _had_job(self, namespace: str, name: str) -> bool:
         try:
@@ -138,26 +137,19 @@ class Reconciler:
             raise
         return bool(status.get("jobName")) or status.get("phase") in FINAL_PHASES
 
-    def _read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _spec(run: dict[str, Any]) -> TrainingRunSpec | None:
+        """The run's spec, or None for one that cannot be read (its Job was never made: InvalidSpec)."""
         try:
-            return _plain(self.api, self.batch.read_namespaced_job(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+            return TrainingRunSpec.model_validate(run.get("spec") or {})
+        except pydantic.ValidationError:
+            return None
 
     def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={name}")
         pods = [_plain(self.api, p) for p in listed.items]
         # Filter here as well: the selector is a request the server may not honour (test servers do not).
         return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == name]
-
-    def _delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     # -- status -----------------------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, post_event: PostEvent) -> RunPhase | None:
@@ -187,7 +179,8 @@ class Reconciler:
             stored = status.get("phase")
             if stored in FINAL_PHASES:
                 return RunPhase(stored)  # final: never reopened by a late event
-            job = self._read_job(namespace, name)
+            spec = self._spec(run)
+            job = self.workload.read(namespace, name, spec) if spec is not None else None
             pods = self._pods(namespace, name) if job else []
             now = _now()
             observed = derive(
@@ -200,9 +193,14 @@ class Reconciler:
             )
             if observed.phase == RunPhase.RUNNING:
                 observed = self._reap(run, pods, now) or observed
+            if spec is not None and multi_node(spec):
+                observed = name_failed_worker(observed, pods, spec.nodes)
             if observed.phase == RunPhase.FAILED and observed.reason in DELETE_JOB:
-                self._delete_job(namespace, name)  # it would wait (for an image, a node, a hung trainer)
+                # It would wait (for an image, a node, a hung trainer).
+                self.workload.delete(namespace, name, spec)
             new = self._status(run, status, observed, job)
+            if spec is not None and multi_node(spec):
+                new["workers"] = worker_states(pods)
             if new != status:
                 self._runs(namespace).patch_status(name, new)
             if new.get("phase") != stored:
@@ -359,7 +357,7 @@ class Reconciler:
         meta = run["metadata"]
         self.metrics.phase(meta["namespace"], meta["name"], None)
         with self._locks[(meta["namespace"], meta["name"])]:
-            self._delete_job(meta["namespace"], meta["name"])
+            self.workload.delete(meta["namespace"], meta["name"], self._spec(run))
             phase = (run.get("status") or {}).get("phase")
             if phase in (RunPhase.SUCCEEDED.value, RunPhase.FAILED.value):
                 return

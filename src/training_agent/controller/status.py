@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from training_agent.controller.distributed import COMPLETION_INDEX
 from training_agent.core.errors import EXIT_RETRY
 from training_agent.core.lease import lease_expired
 from training_agent.core.runs import RunPhase
@@ -25,6 +26,9 @@ UNREPORTED_BY_TRAINER = frozenset(
         "Cancelled",
         "PodFailurePolicy",
         "Unschedulable",
+        # A JobSet's own reasons: one of its Jobs failed, or it ran out of restarts.
+        "FailedJobs",
+        "ReachedMaxRestarts",
     }
 )
 # Endings where the Job would otherwise wait (or hang) for good: the controller deletes it, which also frees
@@ -79,11 +83,31 @@ def _terminated_reasons(pods: list[dict[str, Any]]) -> set[str]:
     return reasons
 
 
-def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    def created(pod: dict[str, Any]) -> str:
-        return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+def _created(pod: dict[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
 
-    return max(pods, key=created) if pods else None
+
+def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(pods, key=_created) if pods else None
+
+
+def completion_index(pod: dict[str, Any]) -> int | None:
+    """The pod's Job completion index (an annotation, and a label since Kubernetes 1.28); None for a pod
+    of a plain Job."""
+    meta = pod.get("metadata") or {}
+    for where in ("labels", "annotations"):
+        value = (meta.get(where) or {}).get(COMPLETION_INDEX)
+        if value is not None and str(value).isdigit():
+            return int(value)
+    return None
+
+
+def _latest_per_index(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest pod of each completion index (a run of several nodes), or the newest pod (one node)."""
+    latest: dict[int | None, dict[str, Any]] = {}
+    for pod in sorted(pods, key=_created):
+        latest[completion_index(pod)] = pod
+    return list(latest.values())
 
 
 def _failed(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observed | None:
@@ -167,19 +191,20 @@ def derive(  # noqa: PLR0911 - one return per row of the phase table
         return failed
     if (job.get("spec") or {}).get("suspend"):
         return Observed(RunPhase.QUEUED, "Suspended", "Waiting for the queue (Kueue) to admit the Job")
-    pod = _newest(pods)
-    if pod is not None:
+    # One node: its newest pod. Several: every node's newest pod, and any one waiting holds the run back.
+    latest = _latest_per_index(pods)
+    for pod in latest:
         waiting = _waiting(pod, now, image_pull_grace_s, pending_timeout_s)
         if waiting is not None:
             return waiting
-        if (pod.get("status") or {}).get("phase") == "Running":
-            return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
-        if _stopped_for_retry(pod):
-            return Observed(
-                RunPhase.PENDING,
-                "Retrying",
-                "The trainer was stopped and saved a checkpoint; a new pod resumes it",
-            )
+    if any((pod.get("status") or {}).get("phase") == "Running" for pod in latest):
+        return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
+    if any(_stopped_for_retry(pod) for pod in latest):
+        return Observed(
+            RunPhase.PENDING,
+            "Retrying",
+            "The trainer was stopped and saved a checkpoint; a new pod resumes it",
+        )
     if ((job.get("status") or {}).get("active") or 0) > 0:
         return Observed(RunPhase.RUNNING, "Running", "The trainer is running")
     return Observed(RunPhase.PENDING, "Pending", "Waiting for the trainer pod to start")

@@ -97,7 +97,14 @@ class Settings(BaseSettings):
     namespace: str = "default"
     trainer_image: str = "ghcr.io/automl/training-agent-trainer:0.1.0"
     trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    trainer_gpus: int = Field(default=1, ge=0)
+    trainer_gpus: int = Field(default=1, ge=0, le=16)  # per node; more than 1: torchrun, one process each
+    # More than 1: one pod per node (an Indexed Job and a headless Service, or a JobSet), torchrun in each.
+    trainer_nodes: int = Field(default=1, ge=1, le=64)
+    # What a run of several nodes becomes: a batch/v1 Job, or a JobSet where JobSet is installed.
+    trainer_workload: Literal["job", "jobset"] = "job"
+    # leader: a run of several nodes succeeds when node 0 does (Job successPolicy: Kubernetes 1.31+);
+    # all: when every node does (any cluster).
+    trainer_success_policy: Literal["all", "leader"] = "all"
     trainer_env_secret: str | None = "training-agent-env"  # noqa: S105 - a Secret's name, not a secret
     trainer_env_configmap: str | None = None  # non-secret trainer environment (bucket name, options)
     trainer_gcs_secret: str | None = None

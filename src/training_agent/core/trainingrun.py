@@ -3,7 +3,7 @@ writes. Shared by the API's kubernetes executor and the controller, which never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,8 @@ KIND = "TrainingRun"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 MANAGED_BY = "training-agent"
+MAX_GPUS = 16  # per node: the most any GPU node offers
+MAX_NODES = 64
 LABEL_PROJECT = f"{GROUP}/project-id"
 LABEL_RUN = f"{GROUP}/training-run"
 
@@ -34,7 +36,13 @@ class TrainingRunSpec(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, alias="batchSize")
     image_size: int | None = Field(default=None, ge=8, alias="imageSize")
     image_pull_policy: str | None = Field(default=None, alias="imagePullPolicy")
-    gpus: int = Field(default=1, ge=0)
+    gpus: int = Field(default=1, ge=0, le=MAX_GPUS)
+    # More than one: an Indexed Job and a headless Service (or a JobSet), one torchrun agent per node.
+    nodes: int = Field(default=1, ge=1, le=MAX_NODES)
+    # What a run of several nodes becomes; one node is always a plain Job.
+    workload: Literal["Job", "JobSet"] = "Job"
+    # Leader: a run succeeds when node 0 does (Job successPolicy, Kubernetes 1.31+); All: every node must.
+    success_policy: Literal["All", "Leader"] = Field(default="All", alias="successPolicy")
     resources: dict[str, Any] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -29,7 +29,7 @@ from training_agent.core.records.sqlite import SQLiteRecords
 
 API_KEY = "mcp-test-key"
 TOOLS = {
-    "start_training": {"project_id"},
+    "start_training": {"project_id", "callback_url"},
     "get_training_status": {"project_id", "logs"},
     "cancel_training": {"project_id"},
     "list_training_runs": {"status", "limit"},
@@ -163,6 +163,12 @@ async def test_start_status_runs_logs_and_cancel(served: Served, fake_trainers: 
     project = seed_project(served.records, "gs://bucket/d.zip")
     other = seed_project(served.records, None, status="pending_dataset", name="not ours")
     async with mcp_session(served) as session:
+        # The route's callback check applies (no allowed hosts here), and refuses before anything changes.
+        hook = {"project_id": str(project.id), "callback_url": "https://hooks.example.com/done"}
+        message, code = refusal(await session.call_tool("start_training", hook))
+        assert code == 400 and "TRAINING_AGENT_CALLBACK_ALLOWED_HOSTS" in message
+        assert served.records.get_project(project.id).status == "pending_training"  # type: ignore[union-attr]
+
         started = data(await session.call_tool("start_training", {"project_id": str(project.id)}))
         assert started["run_name"] == f"tr-{project.id}" and started["status"] == "training"
 

@@ -104,11 +104,16 @@ def _progress_message(status: StatusResponse) -> str:
     return ", ".join(parts)
 
 
-def _start(app: FastAPI, project_id: UUID) -> StartResponse:
+def _start(app: FastAPI, project_id: UUID, callback_url: str | None = None) -> StartResponse:
     """The start route's work, counted in the same metric."""
     state = app.state
     response = service.start_training(
-        project_id, state.records, state.executor, state.settings, app_storage(app)
+        project_id,
+        state.records,
+        state.executor,
+        state.settings,
+        app_storage(app),
+        callback_url=callback_url,
     )
     state.metrics.runs_started.labels(executor=state.executor.name).inc()
     return response
@@ -138,11 +143,22 @@ class TrainingTools:
             # getdoc: the docstring without its source indentation, which the SDK would keep.
             server.add_tool(tool, description=inspect.getdoc(tool), annotations=hints)
 
-    async def start_training(self, project_id: ProjectId) -> Annotated[CallToolResult, StartResponse]:
+    async def start_training(
+        self,
+        project_id: ProjectId,
+        callback_url: Annotated[
+            str | None,
+            Field(
+                description="Optional http(s) URL told the outcome by a signed POST when the run ends; "
+                "its host must be in TRAINING_AGENT_CALLBACK_ALLOWED_HOSTS"
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, StartResponse]:
         """Start training a project in `pending_training`: it moves to `training` and a run begins (like
         POST /agents/training/start). Fails when the project is not `pending_training`, has no dataset, or
-        its dataset's layout is refused (the project is then `failed` with that reason)."""
-        return await _respond(_call(_start, self.app, project_id))
+        its dataset's layout is refused (the project is then `failed` with that reason), or when the
+        callback URL is not allowed."""
+        return await _respond(_call(_start, self.app, project_id, callback_url))
 
     async def get_training_status(
         self,

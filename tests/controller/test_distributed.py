@@ -4,9 +4,13 @@ and the Service are also checked against the Kubernetes API's own schemas (kuber
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -65,6 +69,42 @@ def test_python_dash_m_training_agent_is_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--project-id" in done.stdout
+
+
+def _launcher(command: list[str], index: int, port: int) -> list[str]:
+    """The pod's command as its kubelet would run it on node `index`, pod 0 at 127.0.0.1:`port`, and the
+    trainer asked for its --help instead of a training (the launcher is what is under test)."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun comes with torch (the trainer extra)"
+    args = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)) for a in command[1 : command.index("train")]]
+    if "--master-addr" in args:
+        args[args.index("--master-addr") + 1] = "127.0.0.1"
+        args[args.index("--master-port") + 1] = str(port)
+    return [torchrun, *args, "train", "--help"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_torchrun_commands_start_the_trainer_on_every_rank() -> None:
+    """The real torchrun (CPU, gloo) runs the exact launcher lines of a two-GPU pod and of two nodes (two
+    agents on this machine, node ranks from the completion index): every rank reaches the trainer's CLI."""
+    port = _free_port()
+    standalone = container(build_job(NAME, "ml", spec(gpus=2)))["command"]
+    two_nodes = container(build_job(NAME, "ml", spec(gpus=1, nodes=2)))["command"]
+    runs = [_launcher(standalone, 0, port)] + [_launcher(two_nodes, i, port) for i in (0, 1)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The two nodes' agents must run at once (the rendezvous waits for both).
+    procs = [
+        subprocess.Popen(r, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for r in runs
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert [o.count("usage:") for o in outputs] == [2, 1, 1]  # the trainer's help, once per rank
 
 
 def test_several_nodes_make_a_headless_service_and_an_indexed_job() -> None:

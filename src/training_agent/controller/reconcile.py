@@ -32,7 +32,7 @@ from training_agent.controller.status import (
     lease_lapsed,
 )
 from training_agent.controller.workers import name_failed_worker, worker_states
-from training_agent.controller.workload import Workload
+from training_agent.controller.workload import Workload, plain
 from training_agent.core import logs as logctx
 from training_agent.core.callbacks import CallbackSender
 from training_agent.core.completion import log_failed
@@ -60,12 +60,6 @@ class InvalidSpec(ValueError):
     """The TrainingRun's spec can never become a Job."""
 
 
-def _plain(api: client.ApiClient, obj: Any) -> dict[str, Any]:
-    """A client model as the plain camelCase dict the API server sent."""
-    plain: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-    return plain
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -85,7 +79,6 @@ class Reconciler:
         self.settings = settings
         self.metrics = metrics or ControllerMetrics()
         self.records = records
-        self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.api = api
         self.workload = Workload(api)
@@ -147,7 +140,7 @@ class Reconciler:
 
     def _pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={name}")
-        pods = [_plain(self.api, p) for p in listed.items]
+        pods = [plain(self.api, p) for p in listed.items]
         # Filter here as well: the selector is a request the server may not honour (test servers do not).
         return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN) == name]
 

@@ -22,10 +22,10 @@ from training_agent.core.trainingrun import TrainingRunSpec
 logger = logging.getLogger(__name__)
 
 
-def _plain(api: client.ApiClient, obj: Any) -> dict[str, Any]:
+def plain(api: client.ApiClient, obj: Any) -> dict[str, Any]:
     """A client model as the plain camelCase dict the API server sent."""
-    plain: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-    return plain
+    as_dict: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return as_dict
 
 
 def _absent_is_fine(exc: ApiException) -> None:
@@ -57,13 +57,13 @@ class Workload:
     def _create_one(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         # The client takes plain dicts as well as its models.
         if obj["kind"] == "Service":
-            return _plain(self.api, self.core.create_namespaced_service(namespace, obj))  # type: ignore[arg-type]
+            return plain(self.api, self.core.create_namespaced_service(namespace, obj))  # type: ignore[arg-type]
         if obj["kind"] == "JobSet":
             created = self.custom.create_namespaced_custom_object(
                 JOBSET_GROUP, JOBSET_VERSION, namespace, JOBSETS, obj
             )
             return cast(dict[str, Any], created)
-        return _plain(self.api, self.batch.create_namespaced_job(namespace, obj))  # type: ignore[arg-type]
+        return plain(self.api, self.batch.create_namespaced_job(namespace, obj))  # type: ignore[arg-type]
 
     def read(self, namespace: str, name: str, spec: TrainingRunSpec) -> dict[str, Any] | None:
         """The run's Job (a JobSet in a Job's shape), or None if there is none."""
@@ -73,7 +73,7 @@ class Workload:
                     JOBSET_GROUP, JOBSET_VERSION, namespace, JOBSETS, name
                 )
                 return jobset_as_job(cast(dict[str, Any], jobset))
-            return _plain(self.api, self.batch.read_namespaced_job(name, namespace))
+            return plain(self.api, self.batch.read_namespaced_job(name, namespace))
         except ApiException as exc:
             _absent_is_fine(exc)
             return None

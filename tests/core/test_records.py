@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -17,16 +16,7 @@ from tests.support.postgrest import DROP
 from tests.support.services import Supabase
 from training_agent.core.errors import RecordsError
 from training_agent.core.records import NewModel, RecordsStore
-from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.core.records.supabase import SupabaseRecords
-
-
-@pytest.fixture(params=["sqlite", pytest.param("supabase", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordsStore:
-    if request.param == "sqlite":
-        return SQLiteRecords(tmp_path / "records.db")
-    supabase: Supabase = request.getfixturevalue("supabase")
-    return SupabaseRecords(supabase.url, supabase.key)
 
 
 def test_project_round_trip(store: RecordsStore) -> None:

@@ -3,22 +3,7 @@ by the tables' cascade, its rows go; other projects stay."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from tests.support.services import Supabase
 from training_agent.core.records import RecordsStore
-from training_agent.core.records.sqlite import SQLiteRecords
-from training_agent.core.records.supabase import SupabaseRecords
-
-
-@pytest.fixture(params=["sqlite", pytest.param("supabase", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordsStore:
-    if request.param == "sqlite":
-        return SQLiteRecords(tmp_path / "records.db")
-    supabase: Supabase = request.getfixturevalue("supabase")
-    return SupabaseRecords(supabase.url, supabase.key)
 
 
 def test_delete_project_takes_its_rows(store: RecordsStore) -> None:

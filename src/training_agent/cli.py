@@ -224,7 +224,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.trainer.allocator import keep_freed_memory
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.pipeline import TrainingRun
+    from training_agent.trainer.ranks import place
 
+    where = place()
+    if not where.trains:
+        logger.warning(
+            "Rank %d of %d leaves: the trainer does not yet train data-parallel, rank 0 trains alone",
+            where.rank,
+            where.world_size,
+        )
+        return 0
     if settings.malloc_tuning:
         keep_freed_memory()
     # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.

@@ -197,6 +197,8 @@ def test_follow_ends_cleanly_on_ctrl_c(tmp_path: Path, datasets: DatasetFactory)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and a child inherits that: restore Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     try:
         assert "first row" in _read_line(follow, timeout_s=60)

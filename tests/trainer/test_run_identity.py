@@ -41,7 +41,7 @@ def test_cancel_during_verify_reads_as_cancelled_and_leaves_nothing(
     assert stored is not None and stored.status == "failed"
     assert stored.metadata["error"]["message"] == "Cancelled by request"
     errors = [log.message for log in records.recent_logs(project.id, limit=200) if log.log_level == "error"]
-    assert errors == ["Cancelled by request"]
+    assert errors == ["Training failed for project Demo project: Cancelled by request"]  # the one closing row
     assert records.list_models(project.id) == []
     assert_nothing_left(settings)
 

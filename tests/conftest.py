@@ -6,6 +6,7 @@ Every test starts from an environment with none of the service's variables set, 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +46,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     # An empty torch hub cache: no test may pick up weights a developer downloaded.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
     get_settings.cache_clear()
+    # A test that runs `cli.main` in-process has the product set up logging on that test's captured stderr;
+    # put the root logger back, or every later test would log into a closed stream.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
     get_settings.cache_clear()
 
 

@@ -14,7 +14,7 @@ from training_agent.core.lease import run_of
 from training_agent.core.records import NewModel, Project, RecordsStore
 
 
-def status_of(client: TestClient, project_id: object, **params: object) -> dict:  # type: ignore[type-arg]
+def status_of(client: TestClient, project_id: object, **params: int | str) -> dict:  # type: ignore[type-arg]
     response = client.get(f"/agents/training/status/{project_id}", params=params)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]

@@ -210,7 +210,7 @@ def _show(args: argparse.Namespace, settings: Settings, records: RecordsStore) -
 
 def _logs(args: argparse.Namespace, settings: Settings, records: RecordsStore) -> int:
     project = _project(records, args.project_id)
-    levels = _LEVELS[_LEVELS.index(args.level) :] if args.level else None
+    levels = LogLevel(args.level).and_above() if args.level else None
     seen: set[UUID] = set()
     rows = records.recent_logs(project.id, limit=args.tail, levels=levels)
     _print_new(rows, seen)

@@ -16,7 +16,6 @@ from training_agent.core.storage import ObjectStorage
 
 # The statuses this agent reads or writes: other agents' projects (in their own statuses) are not runs.
 TRAINING_STATUSES = tuple(status.value for status in ProjectStatus)
-_SEVERITY = list(LogLevel)  # least severe first
 
 
 def _summary(project: Project) -> RunSummary:
@@ -44,7 +43,7 @@ def list_runs(records: RecordsStore, status: ProjectStatus | None, limit: int) -
 def training_logs(project_id: UUID, records: RecordsStore, level: LogLevel | None, tail: int) -> LogsResponse:
     """The project's newest `tail` agent_logs rows at `level` or above (None: all), oldest first."""
     get_project(records, project_id)  # 404 for an unknown project, not an empty list
-    levels = None if level is None else [lvl.value for lvl in _SEVERITY[_SEVERITY.index(level) :]]
+    levels = None if level is None else level.and_above()
     rows = records.recent_logs(project_id, limit=tail, levels=levels)
     logs = [LogEntry.model_validate(row.model_dump()) for row in reversed(rows)]
     return LogsResponse(project_id=project_id, logs=logs)

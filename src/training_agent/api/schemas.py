@@ -211,6 +211,15 @@ class ErrorResponse(BaseModel):
     detail: str | list[dict[str, Any]] = Field(examples=["Project 6f1c... not found"])
 
 
+# The OpenAPI answer of every route behind `require_api_key` (api/deps.py).
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "MCP_API_KEY is set and the bearer token is missing or wrong",
+    }
+}
+
+
 class RunSummary(BaseModel):
     """One project the training agent knows, and its run as the records tell it (the status route also
     asks the executor)."""

@@ -100,9 +100,12 @@ def check_callback_url(url: str, settings: Settings) -> str:
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         port_ok = False
-    if len(url) > MAX_URL_LENGTH or not port_ok or parts.scheme not in ("http", "https"):
-        raise CallbackRefused(f"callback_url must be an http or https URL with a host, not {url[:200]!r}.")
-    if not parts.hostname:
+    if (
+        len(url) > MAX_URL_LENGTH
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+    ):
         raise CallbackRefused(f"callback_url must be an http or https URL with a host, not {url[:200]!r}.")
     if parts.username or parts.password:
         raise CallbackRefused("callback_url must not carry a user name or password.")

@@ -84,7 +84,9 @@ class ProgressReporter:
             if self._last is None or step.epoch != self._last.epoch:
                 self._epoch_started, self._first_step, self._first_images = now, step.step, step.images
             self._last, self._last_at, self._reported_at = step, now, utcnow()
-            snapshot = self._snapshot()
+            # Every step passes here: the snapshot (read by the heartbeat when it is due) is built per step
+            # only for a listener (a terminal bar).
+            snapshot = self._snapshot() if self._listeners else None
         self._notify(snapshot)
 
     def epoch_finished(self, record: dict[str, Any]) -> None:

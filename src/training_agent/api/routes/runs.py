@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
@@ -10,20 +10,13 @@ from fastapi import APIRouter, Depends, Query
 from training_agent.api import queries
 from training_agent.api.blocking import run_blocking
 from training_agent.api.deps import RecordsDep, require_api_key
-from training_agent.api.schemas import ErrorResponse, LogsResponse, RunsResponse
+from training_agent.api.schemas import AUTH_RESPONSES, ErrorResponse, LogsResponse, RunsResponse
 from training_agent.core.records import LogLevel, ProjectStatus
 
 router = APIRouter(prefix="/agents/training", tags=["training"], dependencies=[Depends(require_api_key)])
 
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {
-        "model": ErrorResponse,
-        "description": "MCP_API_KEY is set and the bearer token is missing or wrong",
-    }
-}
 
-
-@router.get("/runs", response_model=RunsResponse, responses=_AUTH)
+@router.get("/runs", response_model=RunsResponse, responses=AUTH_RESPONSES)
 async def runs(
     records: RecordsDep,
     status: Annotated[
@@ -38,7 +31,7 @@ async def runs(
 @router.get(
     "/logs/{project_id}",
     response_model=LogsResponse,
-    responses={**_AUTH, 404: {"model": ErrorResponse, "description": "No such project"}},
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "No such project"}},
 )
 async def logs(
     project_id: UUID,

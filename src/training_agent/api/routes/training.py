@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
@@ -19,6 +19,7 @@ from training_agent.api.deps import (
 )
 from training_agent.api.middleware import StrictJSONRoute
 from training_agent.api.schemas import (
+    AUTH_RESPONSES,
     CancelResponse,
     ErrorResponse,
     StartRequest,
@@ -35,19 +36,12 @@ router = APIRouter(
     route_class=StrictJSONRoute,
 )
 
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {
-        "model": ErrorResponse,
-        "description": "MCP_API_KEY is set and the bearer token is missing or wrong",
-    }
-}
-
 
 @router.post(
     "/start",
     response_model=StartResponse,
     responses={
-        **_AUTH,
+        **AUTH_RESPONSES,
         400: {
             "model": ErrorResponse,
             "description": "Not in `pending_training`, no dataset, a dataset the pre-flight refused "
@@ -84,7 +78,7 @@ async def start(
 @router.get(
     "/status/{project_id}",
     response_model=StatusResponse,
-    responses={**_AUTH, 404: {"model": ErrorResponse, "description": "No such project"}},
+    responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "No such project"}},
 )
 async def status(
     project_id: UUID,
@@ -101,7 +95,7 @@ async def status(
     "/{project_id}",
     response_model=CancelResponse,
     responses={
-        **_AUTH,
+        **AUTH_RESPONSES,
         404: {"model": ErrorResponse, "description": "No such project, or no run for it"},
         409: {"model": ErrorResponse, "description": "The project is not training"},
     },

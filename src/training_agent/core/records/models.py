@@ -25,6 +25,11 @@ class LogLevel(str, Enum):
     WARNING = "warning"
     ERROR = "error"
 
+    def and_above(self) -> list[str]:
+        """This level's value and every more severe one's: the filter "this level or above"."""
+        levels = list(LogLevel)
+        return [level.value for level in levels[levels.index(self) :]]
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

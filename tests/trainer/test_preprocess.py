@@ -82,11 +82,17 @@ def test_defaults_cannot_change_a_class() -> None:
     assert out[..., 20:].amax() < 255 * 0.5 and 6 <= int(column) <= 14
 
 
-def test_shift_pads_with_black_and_moves_content() -> None:
+def test_shift_repeats_the_edge_instead_of_a_black_band() -> None:
+    """A shifted box leaves the image; the band it uncovers repeats the edge (a black band is a feature
+    that no val/test image has: efficientnet_v2 from scratch stayed at chance on it)."""
     images = torch.full((64, 3, 16, 16), 100.0)
     out = make(min_scale=1.0, translate=0.25)._random_resized_crop(images)
-    assert out.amin() == 0  # some boxes left the image
-    assert out.amax() <= 100.0 + 1e-4
+    torch.testing.assert_close(out, images)
+    # The content does move: a bright left column lands at different places in different samples.
+    images[..., 0] = 255.0
+    out = make(min_scale=1.0, translate=0.25)._random_resized_crop(images)
+    bright_columns = {int((sample[0].mean(dim=0) > 200).sum()) for sample in out}
+    assert len(bright_columns) > 2 and out.amin() >= 100.0 - 1e-3
 
 
 def test_color_jitter_stays_in_range_and_varies_per_sample() -> None:

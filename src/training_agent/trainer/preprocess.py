@@ -128,10 +128,16 @@ class Preprocess:
         ratio = torch.exp(log_ratio)
         crop_w = torch.sqrt(area * ratio).clamp(max=1.0) * width
         crop_h = torch.sqrt(area / ratio).clamp(max=1.0) * height
-        # The box may leave the image by `translate` of its side: a shift, the uncovered band black.
+        # The box may leave the image by `translate` of its side: a shift. The uncovered band repeats the
+        # image's edge rather than being black: a black band is a feature no val/test image has, and
+        # efficientnet_v2 from scratch stayed at chance on it (it learns with the edge repeated).
         shift_x, shift_y = options.translate * width, options.translate * height
         x1 = torch.rand(batch, generator=self.generator) * (width - crop_w + 2 * shift_x) - shift_x
         y1 = torch.rand(batch, generator=self.generator) * (height - crop_h + 2 * shift_y) - shift_y
+        if options.translate > 0:
+            pad_x, pad_y = math.ceil(shift_x) + 1, math.ceil(shift_y) + 1
+            x = torch.nn.functional.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate")
+            x1, y1 = x1 + pad_x, y1 + pad_y
         boxes = torch.stack([torch.arange(batch, dtype=torch.float32), x1, y1, x1 + crop_w, y1 + crop_h], 1)
         cropped: torch.Tensor = roi_align(
             x,

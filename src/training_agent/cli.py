@@ -11,7 +11,6 @@ from typing import Any
 from uuid import UUID
 
 from training_agent import __version__
-from training_agent.core import logs
 from training_agent.core.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -131,6 +130,13 @@ def _add_demo_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "default. The keys and their defaults are listed below",
     )
     demo.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        metavar="N",
+        help="train with N processes on this machine under torchrun, each with its share of every batch "
+        "(gloo on a CPU, one GPU each on GPUs) (default: TRAINING_AGENT_LOCAL_NPROC_PER_NODE, 1)",
+    )
+    demo.add_argument(
         "--api-url",
         metavar="URL",
         help="use this running API server (sharing these records) instead of an in-process one "
@@ -217,51 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from training_agent.core.records import open_records
-    from training_agent.core.storage import ObjectStorage
-    from training_agent.progress_bar import follow_reporter, progress_view
-    from training_agent.trainer.allocator import keep_freed_memory
-    from training_agent.trainer.interrupt import StopSignal
-    from training_agent.trainer.pipeline import TrainingRun
-    from training_agent.trainer.ranks import place
-
-    where = place()
-    if not where.trains:
-        logger.warning(
-            "Rank %d of %d leaves: the trainer does not yet train data-parallel, rank 0 trains alone",
-            where.rank,
-            where.world_size,
-        )
-        return 0
-    if settings.malloc_tuning:
-        keep_freed_memory()
-    # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
-    stop = StopSignal()
-    stop.install()
-    records = open_records(settings)
-    run = TrainingRun(
-        args.project_id,
-        settings=settings,
-        records=records,
-        storage=ObjectStorage(settings),
-        claimed=args.claimed,
-        stop=stop,
-    )
-    # One project per trainer process: every line it logs, from any thread, names the project and its run.
-    with (
-        logs.process_bound(args.project_id),
-        progress_view(announce_epochs=False, bar=not args.no_progress_bar) as view,
-    ):
-        follow_reporter(run.progress, view)
-        result = run.execute()
-    if args.json:
-        print(json.dumps(result.to_dict(), default=str))
-    elif not result.succeeded and result.error:
-        print(f"training-agent: {_one_line(result.error['message'])}", file=sys.stderr)
-    return result.exit_code
-
-
 def demo_training_options(args: argparse.Namespace) -> dict[str, Any]:
     """The training options the demo's command line gives: its named flags and every --option; a key that
     both set is refused (which one was meant?)."""
@@ -290,6 +251,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         timeout_s=args.timeout,
     )
     check_options(options)
+    if args.nproc_per_node is not None:
+        if args.api_url:
+            raise ConfigurationError(
+                "--nproc-per-node applies to the demo's own server; with --api-url, set "
+                "TRAINING_AGENT_LOCAL_NPROC_PER_NODE on that server instead"
+            )
+        settings = settings.model_copy(update={"local_nproc_per_node": args.nproc_per_node})
     with progress_view(announce_epochs=True) as view:
         exit_code, summary = run_demo(options, settings, open_records(settings), view)
     print(json.dumps(summary, default=str) if args.json else format_summary(summary))
@@ -372,6 +340,7 @@ def _report(message: str, exit_code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from training_agent.cli_projects import cmd_projects
+    from training_agent.cli_train import cmd_train
 
     try:
         settings = get_settings()

@@ -47,6 +47,10 @@ def summarize(
             "training_seconds",
             "images_per_second",
             "device",
+            "precision",
+            "world_size",
+            "nodes",
+            "global_batch_size",
             "history",
         )
     }
@@ -124,6 +128,26 @@ def _sort_key(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else -1.0
 
 
+def _device(metrics: dict[str, Any]) -> str:
+    """Where it trained: the device, and under torchrun the processes and the batch they made together."""
+    device = str(metrics.get("device"))
+    if (metrics.get("world_size") or 1) > 1:
+        return f"{metrics['world_size']} processes ({device}), global batch {metrics['global_batch_size']}"
+    return device
+
+
+def _scores(metrics: dict[str, Any], best: int | None) -> str:
+    scores = f"val {_num(metrics.get('val_accuracy'))}"
+    if best is not None:
+        scores += f" (best epoch {best})"
+    scores += f", test {_num(metrics.get('test_accuracy'))}"
+    if metrics.get("test_macro_f1") is not None:
+        scores += f", macro-F1 {_num(metrics['test_macro_f1'])}"
+    if metrics.get("test_balanced_accuracy") is not None:
+        scores += f", balanced {_num(metrics['test_balanced_accuracy'])}"
+    return scores
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The demo's outcome for people: what it set, the model, its scores per epoch and per class, and where
     the pictures are. Tolerates models recorded before some of these keys existed."""
@@ -143,18 +167,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         if metrics.get("learning_rate") is not None:
             setup += f", lr {metrics['learning_rate']:g}"
         best = _best_epoch(metrics)
-        scores = f"val {_num(metrics.get('val_accuracy'))}"
-        if best is not None:
-            scores += f" (best epoch {best})"
-        scores += f", test {_num(metrics.get('test_accuracy'))}"
-        if metrics.get("test_macro_f1") is not None:
-            scores += f", macro-F1 {_num(metrics['test_macro_f1'])}"
-        if metrics.get("test_balanced_accuracy") is not None:
-            scores += f", balanced {_num(metrics['test_balanced_accuracy'])}"
+        scores = _scores(metrics, best)
         lines += [
             f"model     {_where(summary['model_url'])}",
             f"network   {metrics.get('architecture')} ({weights}), {metrics.get('num_classes')} classes, "
-            f"{setup} on {metrics.get('device')}",
+            f"{setup} on {_device(metrics)}",
             f"accuracy  {scores}",
             f"speed     {_num(metrics.get('images_per_second'), 1)} images/s, "
             f"{_num(metrics.get('training_seconds'), 1)} s in all",

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     channels_last: bool = True
     compile: bool = False  # torch.compile the model: slower start, faster steps on long GPU runs
     checkpoints: bool = True  # a resume checkpoint in the bucket after every epoch and on SIGTERM
+    # Under torchrun (several GPUs or nodes): BatchNorm statistics over every GPU's batch (GPUs only).
+    sync_batchnorm: bool = False
+    # Under torchrun: how long any collective may wait, the longest being the other processes' wait while
+    # rank 0 downloads and checks the dataset.
+    distributed_timeout_seconds: float = Field(default=1800.0, gt=0)
+    # The local executor (and the demo): processes per run, started by torchrun (gloo on a CPU).
+    local_nproc_per_node: int = Field(default=1, ge=1, le=64)
     # `training-agent train` keeps freed memory in its heap for the next step (trainer/allocator.py).
     malloc_tuning: bool = True
 

@@ -8,12 +8,16 @@ from collections.abc import Mapping
 from uuid import UUID
 
 
-def trainer_command(project_id: UUID, *, claimed: bool) -> list[str]:
-    """The command a worker runs; the same one a Kubernetes Job's container runs."""
+def trainer_command(project_id: UUID, *, claimed: bool, processes: int = 1) -> list[str]:
+    """The command a worker runs; the same one a Kubernetes Job's container runs. Several processes:
+    torchrun (`torch.distributed.run`) starts them on this machine, each training its share (gloo on a
+    CPU, NCCL on GPUs)."""
+    launcher = [sys.executable, "-m"]
+    if processes > 1:
+        launcher += ["torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "-m"]
     # No progress bar: a server's (or the demo's) trainers share its terminal, and would draw over it.
     command = [
-        sys.executable,
-        "-m",
+        *launcher,
         "training_agent",
         "train",
         "--project-id",
@@ -26,11 +30,11 @@ def trainer_command(project_id: UUID, *, claimed: bool) -> list[str]:
 
 
 def start_trainer(
-    project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None
+    project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None, processes: int = 1
 ) -> subprocess.Popen[bytes]:
     """Start the trainer for `project_id`; its log goes to this process's stderr."""
     return subprocess.Popen(
-        trainer_command(project_id, claimed=claimed),
+        trainer_command(project_id, claimed=claimed, processes=processes),
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         stdout=sys.stderr.fileno(),

@@ -26,7 +26,7 @@ from training_agent.trainer.owner import RunOwner
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-rank RNG states (a run under torchrun)
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -70,15 +70,34 @@ class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices in `epoch_order`; `set_epoch(epoch, skip)` picks the epoch and how many of its
     batches were already trained on (a resume in the middle of an epoch).
 
+    Under torchrun each rank takes every `world_size`-th index of the epoch's order from its own rank on
+    (DistributedSampler's split): the ranks' batch k together are the lone process's batch k at
+    `world_size` times the batch size. Training pads the order by repeating its start so that every rank
+    has as many batches (DDP waits for all ranks at every step); evaluation does not pad (no sample counts
+    twice) and needs no equal counts.
+
     A last batch of a single image joins the one before it: BatchNorm cannot normalise one sample whose
     feature map is 1x1 (training crashes), and one image would set a whole step's gradient anyway.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
+    ) -> None:
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pad = pad
         self.epoch = 1
         self.skip = 0
 
@@ -86,19 +105,36 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.skip = skip
 
+    @property
+    def shard_size(self) -> int:
+        """How many samples this rank sees per epoch."""
+        if self.pad:
+            return -(-self.n // self.world_size)
+        return len(range(self.rank, self.n, self.world_size))
+
     def _starts(self) -> list[int]:
-        starts = list(range(0, self.n, self.batch_size))
-        if len(starts) > 1 and self.n - starts[-1] == 1:
+        size = self.shard_size
+        starts = list(range(0, size, self.batch_size))
+        if len(starts) > 1 and size - starts[-1] == 1:
             starts.pop()
         return starts
 
     def __len__(self) -> int:
         return len(self._starts())
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _shard(self) -> torch.Tensor:
         order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        if self.world_size == 1:
+            return order
+        if self.pad and self.n % self.world_size:
+            missing = self.world_size - self.n % self.world_size
+            order = torch.cat([order, order.repeat(-(-missing // max(self.n, 1)))[:missing]])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._shard()
         starts = self._starts()
-        ends = [*starts[1:], self.n]
+        ends = [*starts[1:], len(order)]
         for start, end in list(zip(starts, ends, strict=True))[self.skip :]:
             yield order[start:end].tolist()
 
@@ -182,6 +218,8 @@ class LoaderOptions:
     cache: CacheMode
     cache_max_bytes: int
     cache_dir: Path
+    rank: int = 0
+    world_size: int = 1
 
 
 def _cache_tensor(options: LoaderOptions, split: str, n: int) -> torch.Tensor:
@@ -202,7 +240,13 @@ def make_loaders(samples: dict[str, list[Sample]], options: LoaderOptions) -> di
     for split in SPLITS:
         split_samples = samples[split]
         sampler = EpochBatchSampler(
-            len(split_samples), options.batch_size, shuffle=split == "train", seed=options.seed
+            len(split_samples),
+            options.batch_size,
+            shuffle=split == "train",
+            seed=options.seed,
+            rank=options.rank,
+            world_size=options.world_size,
+            pad=split == "train",
         )
         need = len(split_samples) * per_image
         if need <= budget:

@@ -9,6 +9,7 @@ refused). What it returns is the exact list of samples the trainer will use.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -53,6 +54,14 @@ class DatasetLayout:
     @property
     def class_to_idx(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.classes)}
+
+    def moved(self, new_root: Path) -> DatasetLayout:
+        """The same samples, unpacked under `new_root` instead of `root` (another node's copy)."""
+        samples = {
+            split: [(new_root / path.relative_to(self.root), target) for path, target in split_samples]
+            for split, split_samples in self.samples.items()
+        }
+        return dataclasses.replace(self, root=new_root, samples=samples)
 
     def summary(self) -> dict[str, Any]:
         """What goes to agent_logs and the model's metadata: counts per class per split."""

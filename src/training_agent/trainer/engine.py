@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from training_agent.core.errors import ConfigurationError, Interrupted
 from training_agent.trainer.checkpoint import cpu_state_dict
 from training_agent.trainer.data import Loader
+from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.optim import make_optimizer, make_scheduler
 from training_agent.trainer.preprocess import Preprocess
 from training_agent.trainer.progress import PROGRESS_LINE, Step
@@ -94,7 +96,10 @@ def evaluate(
     criterion: nn.Module,
     *,
     bf16: bool,
+    group: Group = SOLO,
 ) -> EvalResult:
+    """The model on a split; under torchrun each rank evaluates its share and every rank gets the whole
+    result (so that all agree on the best epoch and on stopping early)."""
     model.eval()
     loader.sampler.set_epoch(1)
     device = preprocess.device
@@ -111,9 +116,15 @@ def evaluate(
         targets_seen.append(cpu_targets)
     all_targets = torch.cat(targets_seen) if targets_seen else torch.empty(0, dtype=torch.int64)
     all_predictions = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+    loss_sum = float(total_loss)
+    if group.distributed:
+        shares = group.gather((loss_sum, all_targets, all_predictions))
+        loss_sum = sum(share[0] for share in shares)
+        all_targets = torch.cat([share[1] for share in shares])
+        all_predictions = torch.cat([share[2] for share in shares])
     count = max(all_targets.numel(), 1)
     return EvalResult(
-        loss=float(total_loss) / count,
+        loss=loss_sum / count,
         accuracy=float((all_predictions == all_targets).sum()) / count,
         targets=all_targets,
         predictions=all_predictions,
@@ -173,14 +184,23 @@ class Fitter:
         loaders: dict[str, Loader],
         preprocess: Preprocess,
         options: FitOptions,
+        group: Group = SOLO,
     ) -> None:
         self.model = model
         self.loaders = loaders
         self.preprocess = preprocess
         self.device = preprocess.device
         self.options = options
+        self.group = group
         # Compiling wraps the module; state_dicts are always taken from the plain one (no `_orig_mod.`).
+        # Evaluation runs the plain module: each rank its own share, with no collective inside.
         self.forward: Callable[[torch.Tensor], Any] = torch.compile(model) if options.compile else model
+        self.train_forward = self.forward
+        if group.distributed:
+            # DDP starts every rank from rank 0's weights and averages the gradients at every step.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            ddp = DistributedDataParallel(model, device_ids=device_ids)
+            self.train_forward = torch.compile(ddp) if options.compile else ddp
         weights = None
         if options.class_weights is not None:
             weights = torch.tensor(options.class_weights, dtype=torch.float32, device=self.device)
@@ -193,7 +213,22 @@ class Fitter:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- checkpoint state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: their augmentation draws and RNGs."""
+        return {
+            "preprocess": self.preprocess.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
+            },
+        }
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The state a checkpoint keeps, on the leading rank (None on the others). Under torchrun every
+        rank must call it at the same point: each hands its own RNG states to rank 0."""
+        ranks = self.group.gather(self._rank_state())
+        if not self.group.leads:
+            return None
         return {
             "model": cpu_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
@@ -201,11 +236,7 @@ class Fitter:
             "progress": asdict(self.progress),
             # Right after an improving epoch the best weights are the model's: not stored twice.
             "best_state": None if self._best_is_model() else self.best_state,
-            "preprocess": self.preprocess.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            },
+            "ranks": ranks,
         }
 
     def _best_is_model(self) -> bool:
@@ -218,13 +249,18 @@ class Fitter:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
+        if not self.group.leads:
+            # The epoch's partial sums saved are already all ranks' (`_reduce_partials`): rank 0 holds them.
+            self.progress.loss_sum, self.progress.correct, self.progress.images = 0.0, 0, 0
         self.best_state = state["best_state"]
         if self.best_state is None and self.progress.best_epoch > 0:
             self.best_state = cpu_state_dict(self.model)
-        self.preprocess.load_state_dict(state["preprocess"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # The checkpoint's world size is this run's (it is part of the run's identity).
+        mine = state["ranks"][self.group.rank]
+        self.preprocess.load_state_dict(mine["preprocess"])
+        torch.set_rng_state(mine["rng"]["torch"])
+        if self.device.type == "cuda" and mine["rng"]["cuda"]:
+            torch.cuda.set_rng_state(mine["rng"]["cuda"][0], self.device)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def fit(
@@ -245,7 +281,8 @@ class Fitter:
             record = self._finish_epoch()
             checkpoint()
             on_epoch(record)
-            if stop_requested() and progress.epoch <= self.options.epochs and not progress.stopped_early:
+            more = progress.epoch <= self.options.epochs and not progress.stopped_early
+            if self.group.any(stop_requested()) and more:
                 raise Interrupted(f"stopped after epoch {progress.epoch - 1}")
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -261,7 +298,9 @@ class Fitter:
         loader = self.loaders["train"]
         loader.sampler.set_epoch(progress.epoch, skip=progress.batches_done)
         steps = len(loader)
-        on_step(Step(progress.epoch, options.epochs, progress.batches_done, steps, progress.images))
+        # Images so far over all ranks (each rank trains as many per step), for the live progress.
+        scale = self.group.world_size
+        on_step(Step(progress.epoch, options.epochs, progress.batches_done, steps, progress.images * scale))
         self.model.train()
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         correct = torch.zeros((), device=device)
@@ -273,7 +312,7 @@ class Fitter:
             targets = cpu_targets.to(device, non_blocking=True)
             inputs, mixed_targets = self.preprocess.mix(inputs, targets)
             with autocast(device, options.bf16):
-                logits = logits_of(self.forward(inputs)).float()
+                logits = logits_of(self.train_forward(inputs)).float()
                 loss = self.criterion(logits, mixed_targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -289,12 +328,15 @@ class Fitter:
             progress.batches_done += 1
             tick = time.perf_counter()
             progress.compute_s += tick - fetched
-            on_step(Step(progress.epoch, options.epochs, progress.batches_done, steps, progress.images))
+            done = progress.batches_done
+            on_step(Step(progress.epoch, options.epochs, done, steps, progress.images * scale))
             if progress.batches_done % options.log_every == 0 or progress.batches_done == steps:
                 self._log_step(progress.loss_sum + float(loss_sum), steps, time.perf_counter() - started)
-            if stop_requested() and progress.batches_done < steps:
+            # Every rank stops at the same step (a rank left alone would wait at the next all-reduce).
+            if self.group.any(stop_requested()) and progress.batches_done < steps:
                 progress.loss_sum += float(loss_sum)
                 progress.correct += int(correct)
+                self._reduce_partials()
                 checkpoint()
                 raise Interrupted(f"stopped at epoch {progress.epoch}, batch {progress.batches_done}/{steps}")
         if device.type == "cuda":
@@ -302,6 +344,15 @@ class Fitter:
             progress.compute_s += time.perf_counter() - tick
         progress.loss_sum += float(loss_sum)
         progress.correct += int(correct)
+        self._reduce_partials()
+
+    def _reduce_partials(self) -> None:
+        """The epoch's loss, correct predictions and images summed over the ranks, on every rank."""
+        if not self.group.distributed:
+            return
+        progress = self.progress
+        loss_sum, correct, images = self.group.sum([progress.loss_sum, progress.correct, progress.images])
+        progress.loss_sum, progress.correct, progress.images = loss_sum, int(correct), int(images)
 
     def _log_step(self, loss_sum: float, steps: int, elapsed: float) -> None:
         progress = self.progress
@@ -312,20 +363,25 @@ class Fitter:
             progress.batches_done,
             steps,
             loss_sum / max(progress.images, 1),
-            progress.images / elapsed if elapsed > 0 else 0.0,
+            progress.images * self.group.world_size / elapsed if elapsed > 0 else 0.0,
             extra={PROGRESS_LINE: True},  # a terminal's progress bar shows this instead (progress_bar.py)
+        )
+
+    def evaluate(self, split: str) -> EvalResult:
+        """The model as it is on `split` (all of it, on every rank)."""
+        return evaluate(
+            self.forward,
+            self.model,
+            self.loaders[split],
+            self.preprocess,
+            self.eval_criterion,
+            bf16=self.options.bf16,
+            group=self.group,
         )
 
     def _finish_epoch(self) -> dict[str, Any]:
         progress = self.progress
-        val = evaluate(
-            self.forward,
-            self.model,
-            self.loaders["val"],
-            self.preprocess,
-            self.eval_criterion,
-            bf16=self.options.bf16,
-        )
+        val = self.evaluate("val")
         seconds = progress.data_wait_s + progress.compute_s
         improved = val.accuracy > progress.best_accuracy or (
             val.accuracy == progress.best_accuracy and val.loss < progress.best_loss

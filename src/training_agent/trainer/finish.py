@@ -70,6 +70,18 @@ def metrics(
         # What the optimiser started from: the recipe's (or the project's) rate, or the range test's.
         "learning_rate": fitter.options.learning_rate,
         "precision": "bf16" if fitter.options.bf16 else "fp32",
+        **distribution(fitter),
+    }
+
+
+def distribution(fitter: Fitter) -> dict[str, Any]:
+    """How many processes trained, on how many nodes, and the batch they made together."""
+    group = fitter.group
+    batch = fitter.loaders["train"].sampler.batch_size
+    return {
+        "world_size": group.world_size,
+        "nodes": group.place.nodes,
+        "global_batch_size": batch * group.world_size,
     }
 
 

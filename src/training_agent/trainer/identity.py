@@ -35,10 +35,14 @@ def run_identity(
     dataset: dict[str, Any],
     config: TrainingConfig,
     class_to_idx: dict[str, int],
+    world_size: int = 1,
 ) -> dict[str, Any]:
+    """What a checkpoint must match; the number of processes too (each rank's share of the data and its
+    RNG states depend on it)."""
     return {
         "project_id": str(project_id),
         "run_id": run_id,
         "dataset": dataset,
         "options_hash": options_hash(config, class_to_idx),
+        "world_size": world_size,
     }

@@ -157,12 +157,16 @@ def build_model(
     pretrained: bool,
     weights_file: Path | None = None,
     kwargs: dict[str, Any] | None = None,
+    load_weights: bool = True,
 ) -> nn.Module:
     """The architecture `name` with pretrained (or given, or no) weights and a `num_classes` head;
-    `kwargs` go to torchvision's builder (dropout, zero_init_residual, a ViT's image_size...)."""
+    `kwargs` go to torchvision's builder (dropout, zero_init_residual, a ViT's image_size...).
+    `load_weights=False`: the architecture those weights need, left at its initial weights."""
     check_model_name(name)
     model = _architecture(name, pretrained or weights_file is not None, kwargs or {})
-    if weights_file is not None:
+    if not load_weights:
+        state = None
+    elif weights_file is not None:
         state = _file_state_dict(weights_file, name)
     elif pretrained:
         state = _hub_state_dict(name)

@@ -32,6 +32,8 @@ from training_agent.core.sweep import checkpoint_prefix
 from training_agent.trainer import finish, stages
 from training_agent.trainer.claim import Claim, claim
 from training_agent.trainer.engine import Fitter, use_bf16
+from training_agent.trainer.follower import Handover
+from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.heartbeat import Heartbeat
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.owner import RunOwner
@@ -60,6 +62,7 @@ class TrainingRun:
         upload_retry_delay_s: float = 2.0,
         stop: StopSignal | None = None,
         progress: ProgressReporter | None = None,
+        group: Group = SOLO,
     ) -> None:
         self.project_id = project_id
         self.settings = settings
@@ -76,6 +79,9 @@ class TrainingRun:
         self.run_log: RunLog | None = None
         self.attempt = 1
         self.project_name = str(project_id)  # until the claim has read the project
+        # Under torchrun this process is rank 0; the others wait for its handover (follower.py).
+        self.group = group
+        self.handed_over = False
 
     @property
     def step(self) -> str:
@@ -83,7 +89,20 @@ class TrainingRun:
 
     def execute(self) -> RunResult:
         with logs.bound(self.project_id):  # every line of the run names its project and TrainingRun
-            return self._execute()
+            try:
+                return self._execute()
+            finally:
+                self._release_followers()
+
+    def _hand_over(self, handover: Handover) -> None:
+        self.group.broadcast(handover)
+        self.handed_over = True
+
+    def _release_followers(self) -> None:
+        """The run ended before training (refused, failed or stopped): the other ranks may leave."""
+        if self.group.distributed and not self.handed_over:
+            self.handed_over = True
+            self.group.broadcast(None)
 
     def _execute(self) -> RunResult:
         try:
@@ -150,20 +169,21 @@ class TrainingRun:
         layout = stages.gate(ctx)
 
         ctx.enter("build_model")
-        device = pick_device(self.settings.device)
+        group = self.group
+        device = pick_device(self.settings.device, group.place.local_rank)
         bf16 = use_bf16(device, self.settings.precision)
-        resolved = stages.choose_recipe(ctx, config, layout, device)
+        resolved = stages.choose_recipe(ctx, config, layout, device, group.world_size)
         config = resolved.config
-        resumed = stages.open_checkpoints(ctx, config, layout, dataset)
+        resumed = stages.open_checkpoints(ctx, config, layout, dataset, group.world_size)
         if ctx.checkpoints is not None and resumed is None and claimed.attempt > 1:
             self.log.info("No checkpoint of this run to resume from: training from the start", resumed=False)
         # A seed drawn at random is saved with the checkpoint: a resumed epoch replays the same order.
         seed = int(resumed["seed"]) if resumed else config.seed
         if seed is None:
             seed = secrets.randbelow(2**31)
-        model = stages.build(ctx, resolved, layout, device, seed)
+        model = stages.build(ctx, resolved, layout, device, seed, distributed=group.distributed)
 
-        loaders = stages.prepare(ctx, layout, config, device, seed)
+        loaders = stages.prepare(ctx, layout, config, device, seed, group)
         preprocess = Preprocess(
             device,
             augmentation=Augmentation.from_config(config),
@@ -176,7 +196,24 @@ class TrainingRun:
         lr_found = None
         if config.lr_find and not resumed:
             options, lr_found = stages.find_learning_rate(ctx, model, loaders, preprocess, options)
-        fitter = Fitter(model, loaders, preprocess, options)
+        if group.distributed:
+            assert ctx.plan is not None
+            self._hand_over(
+                Handover(
+                    self.project_id,
+                    claimed.run_id,
+                    resolved,
+                    layout,
+                    options,
+                    seed,
+                    dataset_url,
+                    ctx.plan,
+                    group.place.node_rank,
+                    ctx.checkpoints is not None,
+                    resumed["fitter"] if resumed else None,
+                )
+            )
+        fitter = Fitter(model, loaders, preprocess, options, group)
         if resumed:
             stages.resume(ctx, fitter, resumed)
         history = stages.fit(ctx, fitter, config, seed, self.progress)

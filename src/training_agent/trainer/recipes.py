@@ -238,8 +238,11 @@ def _vit_patch(model: str) -> int:
     return int(model.rsplit("_", 1)[-1])  # vit_b_16 → 16
 
 
-def _auto_choices(config: TrainingConfig, family: Family, stats: DataStats, cpu: bool) -> dict[str, Any]:
-    """`auto`'s values for the options the contract fixes."""
+def _auto_choices(
+    config: TrainingConfig, family: Family, stats: DataStats, cpu: bool, world_size: int
+) -> dict[str, Any]:
+    """`auto`'s values for the options the contract fixes. Under torchrun every process trains `batch`
+    images per step, so the rate follows the global batch (`batch` x processes)."""
     pretrained = config.pretrained or config.weights_url is not None
     model = config.preferred_model
     image_size = auto_image_size(model, family, stats, pretrained=pretrained, cpu=cpu)
@@ -259,7 +262,7 @@ def _auto_choices(config: TrainingConfig, family: Family, stats: DataStats, cpu:
         "image_size": image_size,
         "batch_size": batch,
         "optimizer": optimizer,
-        "learning_rate": round(scaled_lr(base_lr, batch, optimizer), 8),
+        "learning_rate": round(scaled_lr(base_lr, batch * world_size, optimizer), 8),
         "weight_decay": family.weight_decay if optimizer != "adam" else 0.0,
         "epochs": epochs,
         "early_stopping_patience": max(3, math.ceil(epochs / 5)),
@@ -271,16 +274,19 @@ def _open_choices(epochs: int) -> dict[str, Any]:
     return {"lr_warmup_epochs": round(min(1.0, 0.1 * epochs), 4)}
 
 
-def resolve(config: TrainingConfig, stats: DataStats, *, cpu: bool) -> Resolved:
+def resolve(config: TrainingConfig, stats: DataStats, *, cpu: bool, world_size: int = 1) -> Resolved:
     """The options this run trains with: the project's, then the recipe's, then the defaults."""
     family = family_of(config.preferred_model)
     set_ = config.model_fields_set
     pretrained = config.pretrained or config.weights_url is not None
-    candidates = _auto_choices(config, family, stats, cpu) if config.recipe == "auto" else {}
+    candidates = _auto_choices(config, family, stats, cpu, world_size) if config.recipe == "auto" else {}
     epochs = config.epochs if "epochs" in set_ else candidates.get("epochs", config.epochs)
     candidates.update(_open_choices(epochs))
     chosen = {key: value for key, value in candidates.items() if key not in set_}
     resolved = config.model_copy(update=chosen)
+    if "learning_rate" in chosen:
+        # The batch the chosen rate was scaled for: every process's batch together (the global batch).
+        chosen["learning_rate_batch"] = resolved.batch_size * world_size
     _check_size(resolved.preferred_model, family, resolved.image_size, pretrained)
 
     build_kwargs = dict(family.kwargs)

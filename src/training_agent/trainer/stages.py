@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +25,9 @@ from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
 from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, inspect_dataset
-from training_agent.trainer.engine import FitOptions, Fitter, evaluate
+from training_agent.trainer.engine import FitOptions, Fitter
 from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
+from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.identity import dataset_identity, run_identity
 from training_agent.trainer.images import set_max_image_pixels
 from training_agent.trainer.interrupt import StopSignal
@@ -69,11 +71,19 @@ class RunContext:
         logger.debug("step %s", step)
 
 
-def pick_device(setting: str) -> torch.device:
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
+    """The device this process trains on; under torchrun, a node's process i takes its GPU i."""
     if setting == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError("TRAINING_AGENT_DEVICE=cuda, but no CUDA device is available")
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigurationError(
+                f"Process {local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
+                "visible): start at most one process per GPU"
+            )
+        return torch.device("cuda", local_rank)
     return torch.device(setting)
 
 
@@ -153,22 +163,23 @@ def gate(ctx: RunContext) -> DatasetLayout:
 
 # -- build --------------------------------------------------------------------------------------------------
 def choose_recipe(
-    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, device: torch.device
+    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, device: torch.device, world_size: int = 1
 ) -> Resolved:
     """The options this run trains with (`trainer/recipes.py`), logged with how each was chosen."""
     counts = tuple(layout.counts["train"][name] for name in layout.classes)
     stats = DataStats(len(layout.samples["train"]), layout.median_side, counts)
-    resolved = resolve(config, stats, cpu=device.type != "cuda")
+    resolved = resolve(config, stats, cpu=device.type != "cuda", world_size=world_size)
     chosen = resolved.config
     stopping = (
         f", early stopping after {chosen.early_stopping_patience} epochs without gain"
         if chosen.early_stopping_patience
         else ""
     )
+    processes = f"; {world_size} processes, global batch {chosen.batch_size * world_size}"
     ctx.log.info(
         f"Recipe {chosen.recipe} ({resolved.family.name} family): {chosen.image_size} px, batch "
         f"{chosen.batch_size}, {chosen.optimizer} at {chosen.learning_rate:g}, {chosen.lr_schedule} "
-        f"schedule, up to {chosen.epochs} epochs{stopping}",
+        f"schedule, up to {chosen.epochs} epochs{stopping}" + (processes if world_size > 1 else ""),
         recipe=resolved.record(),
     )
     if resolved.class_weighted and config.class_weighted_loss is None:
@@ -181,36 +192,75 @@ def choose_recipe(
 
 
 def open_checkpoints(
-    ctx: RunContext, config: TrainingConfig, layout: DatasetLayout, dataset: dict[str, Any]
+    ctx: RunContext,
+    config: TrainingConfig,
+    layout: DatasetLayout,
+    dataset: dict[str, Any],
+    world_size: int = 1,
 ) -> dict[str, Any] | None:
     """Find this run's checkpoint; returns its state when this run may resume from it, and says so."""
     if not ctx.settings.checkpoints:
         return None
-    identity = run_identity(ctx.project_id, ctx.run_id, dataset, config, layout.class_to_idx)
+    identity = run_identity(ctx.project_id, ctx.run_id, dataset, config, layout.class_to_idx, world_size)
     url = ctx.storage.model_url(checkpoint_key(ctx.project_id, ctx.run_id))
     ctx.checkpoints = Checkpoints(ctx.owner, url, identity)
     return ctx.checkpoints.load()
 
 
 def build(
-    ctx: RunContext, resolved: Resolved, layout: DatasetLayout, device: torch.device, seed: int
+    ctx: RunContext,
+    resolved: Resolved,
+    layout: DatasetLayout,
+    device: torch.device,
+    seed: int,
+    *,
+    distributed: bool = False,
 ) -> torch.nn.Module:
     config = resolved.config
     weights_file = None
     if config.weights_url:
         weights_file = ctx.owner.work_dir / "weights.pth"
         ctx.storage.download(config.weights_url, weights_file)
+    return make_model(
+        resolved,
+        len(layout.classes),
+        device,
+        ctx.settings,
+        seed,
+        weights_file=weights_file,
+        distributed=distributed,
+    )
+
+
+def make_model(
+    resolved: Resolved,
+    num_classes: int,
+    device: torch.device,
+    settings: Settings,
+    seed: int,
+    *,
+    weights_file: Path | None = None,
+    load_weights: bool = True,
+    distributed: bool = False,
+) -> torch.nn.Module:
+    """The run's model on `device`. `load_weights=False` builds the same architecture without reading any
+    weights: the followers of a torchrun launch, which DDP gives rank 0's weights."""
+    config = resolved.config
     torch.manual_seed(seed)  # the new head's (or, from scratch, every layer's) initial weights
     model = build_model(
         config.preferred_model,
-        len(layout.classes),
+        num_classes,
         pretrained=config.pretrained,
         weights_file=weights_file,
         kwargs=resolved.build_kwargs,
+        load_weights=load_weights,
     )
     set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
+    if distributed and settings.sync_batchnorm and device.type == "cuda":
+        # Batch statistics over every GPU's images, not each GPU's own small batch.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
     model = model.to(device)
-    if ctx.settings.channels_last:
+    if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -218,21 +268,43 @@ def build(
 
 
 # -- prepare ------------------------------------------------------------------------------------------------
-def prepare(
-    ctx: RunContext, layout: DatasetLayout, config: TrainingConfig, device: torch.device, seed: int
-) -> dict[str, Loader]:
-    ctx.enter("prepare_data")
-    started = time.perf_counter()
-    options = LoaderOptions(
+def loader_options(
+    settings: Settings,
+    config: TrainingConfig,
+    device: torch.device,
+    seed: int,
+    cache_dir: Path,
+    group: Group = SOLO,
+) -> LoaderOptions:
+    """How this process loads its share of the data (every process of a node shares its cores)."""
+    workers = settings.resolved_num_workers
+    if group.distributed:
+        workers = max(workers // max(group.world_size // group.place.nodes, 1), 0)
+    return LoaderOptions(
         image_size=config.image_size,
         batch_size=config.batch_size,
         seed=seed,
-        workers=ctx.settings.resolved_num_workers,
+        workers=workers,
         pin=device.type == "cuda",
-        cache=ctx.settings.data_cache,
-        cache_max_bytes=ctx.settings.data_cache_max_bytes,
-        cache_dir=ctx.owner.work_dir,
+        cache=settings.data_cache,
+        cache_max_bytes=settings.data_cache_max_bytes,
+        cache_dir=cache_dir,
+        rank=group.rank,
+        world_size=group.world_size,
     )
+
+
+def prepare(
+    ctx: RunContext,
+    layout: DatasetLayout,
+    config: TrainingConfig,
+    device: torch.device,
+    seed: int,
+    group: Group = SOLO,
+) -> dict[str, Loader]:
+    ctx.enter("prepare_data")
+    started = time.perf_counter()
+    options = loader_options(ctx.settings, config, device, seed, ctx.owner.work_dir, group)
     loaders = make_loaders(layout.samples, options)
     seconds = time.perf_counter() - started
     cached = [split for split, loader in loaders.items() if loader.cached]
@@ -334,7 +406,9 @@ def fit(
 
     def checkpoint() -> None:
         if ctx.checkpoints is not None:
-            ctx.checkpoints.save({"seed": seed, "fitter": fitter.state_dict()})
+            state = fitter.state_dict()  # under torchrun, every rank takes part (follower.py)
+            if state is not None:
+                ctx.checkpoints.save({"seed": seed, "fitter": state})
 
     with ctx.stop.deferred():
         history = fitter.fit(on_epoch, checkpoint, lambda: ctx.stop.requested, on_step=progress)
@@ -351,14 +425,7 @@ def fit(
 def evaluate_on_test(ctx: RunContext, fitter: Fitter, layout: DatasetLayout) -> tuple[dict[str, Any], float]:
     """The best weights on the test split: accuracy, macro F1, per-class metrics, confusion matrix."""
     ctx.enter("evaluate")
-    result = evaluate(
-        fitter.forward,
-        fitter.model,
-        fitter.loaders["test"],
-        fitter.preprocess,
-        fitter.eval_criterion,
-        bf16=fitter.options.bf16,
-    )
+    result = fitter.evaluate("test")
     report = classification_report(
         confusion_matrix(result.targets, result.predictions, len(layout.classes)), layout.classes
     )

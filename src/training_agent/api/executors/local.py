@@ -104,7 +104,12 @@ class LocalExecutor(Executor):
 
     def _start(self, project_id: UUID) -> None:
         try:
-            proc = start_trainer(project_id, claimed=True, env={**os.environ, **self.settings.to_env()})
+            proc = start_trainer(
+                project_id,
+                claimed=True,
+                env={**os.environ, **self.settings.to_env()},
+                processes=self.settings.local_nproc_per_node,
+            )
         except OSError as exc:
             with self._lock:
                 self._procs.pop(project_id, None)

@@ -1,0 +1,74 @@
+"""`training-agent train`: one project's run in this process, or this process's rank of a torchrun launch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from training_agent.core import logs
+from training_agent.core.settings import Settings
+
+if TYPE_CHECKING:  # the trainer's modules import torch: only when a run starts
+    from training_agent.trainer.group import Group
+    from training_agent.trainer.interrupt import StopSignal
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training_agent.core.storage import ObjectStorage
+    from training_agent.trainer.allocator import keep_freed_memory
+    from training_agent.trainer.follower import follow
+    from training_agent.trainer.group import die_with_launcher, join, leave, place
+    from training_agent.trainer.interrupt import StopSignal
+    from training_agent.trainer.stages import pick_device
+
+    if settings.malloc_tuning:
+        keep_freed_memory()
+    # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
+    # (torchrun passes the signal on to every rank.)
+    stop = StopSignal()
+    stop.install()
+    where = place()
+    die_with_launcher()
+    device = pick_device(settings.device, where.local_rank)
+    group = join(where, device, settings.distributed_timeout_seconds)
+    try:
+        if not group.leads:
+            with logs.process_bound(args.project_id):
+                return follow(group, settings, ObjectStorage(settings), stop)
+        return _lead(args, settings, stop, group)
+    finally:
+        leave(group)
+
+
+def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group: Group) -> int:
+    """Rank 0 (or the only process): the whole run."""
+    from training_agent.cli import _one_line
+    from training_agent.core.records import open_records
+    from training_agent.core.storage import ObjectStorage
+    from training_agent.progress_bar import follow_reporter, progress_view
+    from training_agent.trainer.pipeline import TrainingRun
+
+    records = open_records(settings)
+    run = TrainingRun(
+        args.project_id,
+        settings=settings,
+        records=records,
+        storage=ObjectStorage(settings),
+        claimed=args.claimed,
+        stop=stop,
+        group=group,
+    )
+    # One project per trainer process: every line it logs, from any thread, names the project and its run.
+    with (
+        logs.process_bound(args.project_id),
+        progress_view(announce_epochs=False, bar=not args.no_progress_bar) as view,
+    ):
+        follow_reporter(run.progress, view)
+        result = run.execute()
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    elif not result.succeeded and result.error:
+        print(f"training-agent: {_one_line(result.error['message'])}", file=sys.stderr)
+    return result.exit_code

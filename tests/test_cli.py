@@ -56,6 +56,26 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     assert list((tmp_path / "work").iterdir()) == []
 
 
+@pytest.mark.slow
+def test_demo_trains_with_two_processes(tmp_path: Path) -> None:
+    """`demo --nproc-per-node 2`: torchrun starts two trainers (gloo on this CPU), each with half a batch."""
+    done = cli(
+        tmp_path,
+        *("demo", "--json", "--nproc-per-node", "2", "--epochs", "2", "--image-size", "32"),
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)["metrics"]
+    assert (metrics["world_size"], metrics["nodes"], metrics["global_batch_size"]) == (2, 1, 64)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_demo_refuses_nproc_with_another_server(tmp_path: Path) -> None:
+    done = cli(tmp_path, "demo", "--nproc-per-node", "2", "--api-url", "http://127.0.0.1:9")
+    assert done.returncode == 2 and "TRAINING_AGENT_LOCAL_NPROC_PER_NODE" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_demo_takes_a_dataset_folder(tmp_path: Path, datasets: DatasetFactory) -> None:
     folder = tmp_path / "mydata"
     with zipfile.ZipFile(datasets.shapes()) as zf:

@@ -12,7 +12,7 @@ from torch import nn
 from training_agent.core.errors import ConfigurationError, Interrupted
 from training_agent.trainer import engine
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
-from training_agent.trainer.engine import EvalResult, FitOptions, Fitter, use_bf16
+from training_agent.trainer.engine import EvalResult, FitOptions, Fitter, pick_precision
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")
@@ -163,19 +163,46 @@ def test_loss_options_reach_the_criterion() -> None:
 
 
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert use_bf16(CPU, "fp32") is False
+    assert pick_precision(CPU, "fp32") == "fp32"
     monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
-    assert use_bf16(CPU, "auto") is True
+    assert pick_precision(CPU, "auto") == "bf16"
     monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
-    assert use_bf16(CPU, "auto") is False
+    assert pick_precision(CPU, "auto") == "fp32"
     with pytest.raises(ConfigurationError, match="TRAINING_AGENT_PRECISION=bf16"):
-        use_bf16(CPU, "bf16")
+        pick_precision(CPU, "bf16")
+    with pytest.raises(ConfigurationError, match="fp16 is for GPUs"):
+        pick_precision(CPU, "fp16")
+
+
+@pytest.mark.parametrize(
+    ("bf16", "setting", "chosen"), [(True, "auto", "bf16"), (False, "auto", "fp16"), (True, "fp16", "fp16")]
+)
+def test_gpus_without_bf16_get_fp16_with_a_loss_scaler(
+    monkeypatch: pytest.MonkeyPatch, bf16: bool, setting: Any, chosen: str
+) -> None:
+    """A T4 or V100 has fp16 tensor cores and no bf16: `auto` picks fp16 there (and the Fitter scales)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert pick_precision(torch.device("cuda", 0), setting) == chosen
+
+
+def test_fp16_steps_go_through_the_loss_scaler() -> None:
+    """The fp16 path (a GPU's, run here on the CPU's fp16 autocast): scaled backward, unscaled clipping,
+    a scaler state in the checkpoint that a resume loads."""
+    fit = fitter(epochs=1, precision="fp16", grad_clip_norm=1.0)
+    assert fit.scaler.is_enabled()
+    history = fit.fit(lambda record: None, lambda: None)
+    assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN
+    state = fit.state_dict()
+    assert state is not None and state["scaler"]["scale"] > 0
+    again = fitter(epochs=1, precision="fp16")
+    again.load_state_dict(state)
+    assert again.scaler.get_scale() == fit.scaler.get_scale()
 
 
 def test_bf16_training_runs_on_this_cpu_when_supported() -> None:
     if not engine.cpu_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16/AMX")
-    history = fitter(epochs=1, bf16=True).fit(lambda record: None, lambda: None)
+    history = fitter(epochs=1, precision="bf16").fit(lambda record: None, lambda: None)
     assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN
 
 

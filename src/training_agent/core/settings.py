@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     # Images with more pixels are refused as decompression bombs (Pillow's Image.MAX_IMAGE_PIXELS; this
     # default is Pillow's own): a small file that would need gigabytes once decoded.
     max_image_pixels: int = Field(default=89_478_485, gt=0)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
+    # auto: bf16 autocast where the hardware has it, fp16 with a loss scaler on GPUs without bf16, else fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: bool = True
     compile: bool = False  # torch.compile the model: slower start, faster steps on long GPU runs
     checkpoints: bool = True  # a resume checkpoint in the bucket after every epoch and on SIGTERM

@@ -29,7 +29,8 @@ from training_agent.trainer.progress import PROGRESS_LINE, Step
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "bf16", "fp32"]
+PrecisionSetting = Literal["auto", "bf16", "fp16", "fp32"]
+Precision = Literal["bf16", "fp16", "fp32"]
 
 
 # -- precision --------------------------------------------------------------------------------------------
@@ -44,25 +45,37 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def use_bf16(device: torch.device, precision: Precision) -> bool:
-    if precision == "fp32":
-        return False
+def pick_precision(device: torch.device, setting: PrecisionSetting) -> Precision:
+    """`auto`: bf16 where the hardware has it (Ampere and later GPUs, AVX512-BF16/AMX CPUs); fp16 with a
+    loss scaler on older GPUs (T4, V100), whose tensor cores have no bf16; fp32 on other CPUs."""
+    if setting == "fp32":
+        return "fp32"
     if device.type == "cuda":
-        supported = bool(torch.cuda.is_bf16_supported())
-    else:
-        supported = device.type == "cpu" and cpu_supports_bf16()
-    if precision == "bf16" and not supported:
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        if setting == "bf16" and not bf16:
+            raise ConfigurationError(
+                "TRAINING_AGENT_PRECISION=bf16, but this GPU has no native bf16 support; "
+                "use auto, fp16 or fp32"
+            )
+        return "bf16" if bf16 and setting != "fp16" else "fp16"
+    if setting == "fp16":
+        raise ConfigurationError("TRAINING_AGENT_PRECISION=fp16 is for GPUs; on a CPU use auto, bf16 or fp32")
+    if setting == "bf16" and not cpu_supports_bf16():
         raise ConfigurationError(
             f"TRAINING_AGENT_PRECISION=bf16, but this {device.type} has no native bf16 support; "
             "use auto or fp32"
         )
-    return supported
+    return "bf16" if cpu_supports_bf16() and device.type == "cpu" else "fp32"
 
 
-def autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    """The one mixed-precision code path: bf16 autocast where it pays, a no-op elsewhere. bf16 keeps fp32's
-    exponent range, so no loss scaler is needed."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+    """The one mixed-precision code path: bf16 or fp16 autocast, a no-op in fp32. bf16 keeps fp32's
+    exponent range; fp16 needs the loss scaler (`Fitter.scaler`) so that small gradients do not vanish."""
+    dtype = _DTYPES.get(precision, torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision != "fp32")
 
 
 def logits_of(output: object) -> torch.Tensor:
@@ -95,7 +108,7 @@ def evaluate(
     preprocess: Preprocess,
     criterion: nn.Module,
     *,
-    bf16: bool,
+    precision: Precision,
     group: Group = SOLO,
 ) -> EvalResult:
     """The model on a split; under torchrun each rank evaluates its share and every rank gets the whole
@@ -108,7 +121,7 @@ def evaluate(
     for images, cpu_targets in loader:
         inputs = preprocess(images, train=False)
         targets = cpu_targets.to(device, non_blocking=True)
-        with autocast(device, bf16):
+        with autocast(device, precision):
             logits = logits_of(forward(inputs))
             loss = criterion(logits.float(), targets)
         total_loss += loss * targets.size(0)
@@ -147,7 +160,7 @@ class FitOptions:
     grad_clip_norm: float | None = None
     class_weights: tuple[float, ...] | None = None
     patience: int | None = None
-    bf16: bool = False
+    precision: Precision = "fp32"
     compile: bool = False
 
 
@@ -207,6 +220,9 @@ class Fitter:
         self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=options.label_smoothing)
         self.eval_criterion = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(model, options)
+        # fp16 only: scales the loss up before backward and the gradients down before the step, skipping
+        # steps whose gradients overflowed.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.precision == "fp16")
         self.scheduler = make_scheduler(self.optimizer, options, len(loaders["train"]))
         self.progress = Progress()
         self.last_lr = options.learning_rate
@@ -236,6 +252,7 @@ class Fitter:
             "progress": asdict(self.progress),
             # Right after an improving epoch the best weights are the model's: not stored twice.
             "best_state": None if self._best_is_model() else self.best_state,
+            "scaler": self.scaler.state_dict(),
             "ranks": ranks,
         }
 
@@ -248,6 +265,7 @@ class Fitter:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
         if not self.group.leads:
             # The epoch's partial sums saved are already all ranks' (`_reduce_partials`): rank 0 holds them.
@@ -311,14 +329,16 @@ class Fitter:
             inputs = self.preprocess(images, train=True)
             targets = cpu_targets.to(device, non_blocking=True)
             inputs, mixed_targets = self.preprocess.mix(inputs, targets)
-            with autocast(device, options.bf16):
+            with autocast(device, options.precision):
                 logits = logits_of(self.train_forward(inputs)).float()
                 loss = self.criterion(logits, mixed_targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if options.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), options.grad_clip_norm)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.last_lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()  # per step: the warm-up and the cosine are smooth even in short runs
@@ -375,7 +395,7 @@ class Fitter:
             self.loaders[split],
             self.preprocess,
             self.eval_criterion,
-            bf16=self.options.bf16,
+            precision=self.options.precision,
             group=self.group,
         )
 

@@ -69,7 +69,7 @@ def metrics(
         "seed": seed,
         # What the optimiser started from: the recipe's (or the project's) rate, or the range test's.
         "learning_rate": fitter.options.learning_rate,
-        "precision": "bf16" if fitter.options.bf16 else "fp32",
+        "precision": fitter.options.precision,  # bf16/fp16 autocast or fp32: what `auto` chose
         **distribution(fitter),
     }
 

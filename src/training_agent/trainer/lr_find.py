@@ -64,7 +64,7 @@ def find_lr(
                     group["lr"] = lr
                 inputs = preprocess(images, train=True)
                 targets = cpu_targets.to(inputs.device)
-                with autocast(inputs.device, options.bf16):
+                with autocast(inputs.device, options.precision):
                     loss = criterion(logits_of(model(inputs)).float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -31,7 +31,7 @@ from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import checkpoint_prefix
 from training_agent.trainer import finish, stages
 from training_agent.trainer.claim import Claim, claim
-from training_agent.trainer.engine import Fitter, use_bf16
+from training_agent.trainer.engine import Fitter, pick_precision
 from training_agent.trainer.follower import Handover
 from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.heartbeat import Heartbeat
@@ -171,7 +171,7 @@ class TrainingRun:
         ctx.enter("build_model")
         group = self.group
         device = pick_device(self.settings.device, group.place.local_rank)
-        bf16 = use_bf16(device, self.settings.precision)
+        precision = pick_precision(device, self.settings.precision)
         resolved = stages.choose_recipe(ctx, config, layout, device, group.world_size)
         config = resolved.config
         resumed = stages.open_checkpoints(ctx, config, layout, dataset, group.world_size)
@@ -192,7 +192,7 @@ class TrainingRun:
             num_classes=len(layout.classes),
         )
         started = time.perf_counter()
-        options = stages.fit_options(resolved, layout, self.settings, bf16)
+        options = stages.fit_options(resolved, layout, self.settings, precision)
         lr_found = None
         if config.lr_find and not resumed:
             options, lr_found = stages.find_learning_rate(ctx, model, loaders, preprocess, options)

@@ -25,7 +25,7 @@ from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
 from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, inspect_dataset
-from training_agent.trainer.engine import FitOptions, Fitter
+from training_agent.trainer.engine import FitOptions, Fitter, Precision
 from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
 from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.identity import dataset_identity, run_identity
@@ -322,7 +322,9 @@ def prepare(
 
 
 # -- fit ----------------------------------------------------------------------------------------------------
-def fit_options(resolved: Resolved, layout: DatasetLayout, settings: Settings, bf16: bool) -> FitOptions:
+def fit_options(
+    resolved: Resolved, layout: DatasetLayout, settings: Settings, precision: Precision
+) -> FitOptions:
     config = resolved.config
     class_weights = None
     if resolved.class_weighted:
@@ -344,7 +346,7 @@ def fit_options(resolved: Resolved, layout: DatasetLayout, settings: Settings, b
         grad_clip_norm=resolved.grad_clip_norm,
         class_weights=class_weights,
         patience=config.early_stopping_patience,
-        bf16=bf16,
+        precision=precision,
         compile=settings.compile,
     )
 

@@ -7,7 +7,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,14 +60,22 @@ class TrainerRun:
 
 
 def run_trainer(
-    zip_path: Path, work: Path, metadata: dict[str, Any], *, timeout: float | None = None
+    zip_path: Path,
+    work: Path,
+    metadata: dict[str, Any],
+    *,
+    timeout: float | None = None,
+    processes: int = 1,
+    env: dict[str, str] | None = None,
 ) -> TrainerRun:
     """`training-agent train --project-id …` in a child process, on a project made for it in a fresh embedded
-    SQLite store with a local-folder bucket (both in a folder under `work`, removed afterwards). A failure,
-    a crash or a timeout is returned as the run's `error`, never raised."""
+    SQLite store with a local-folder bucket (both in a folder under `work`, removed afterwards); with
+    `processes` > 1, under torchrun as the local executor starts it. A failure, a crash or a timeout is
+    returned as the run's `error`, never raised."""
     # Imported here: a benchmark's own child processes import this module and must not pay for these.
     from training_agent.core.records import open_records
     from training_agent.core.settings import Settings
+    from training_agent.core.trainer_process import trainer_command
 
     with tempfile.TemporaryDirectory(dir=work, prefix="trainer-") as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", work_dir=Path(tmp) / "work")
@@ -81,8 +88,9 @@ def run_trainer(
             "TRAINING_AGENT_DATA_DIR": str(settings.data_dir),
             "TRAINING_AGENT_WORK_DIR": str(settings.work_dir),
             "LOG_LEVEL": "WARNING",
+            **(env or {}),
         }
-        command = [sys.executable, "-m", "training_agent", "train", "--project-id", str(project.id), "--json"]
+        command = [*trainer_command(project.id, claimed=False, processes=processes), "--json"]
         started = time.perf_counter()
         try:
             child = subprocess.run(

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     # budget are decoded by DataLoader workers every epoch instead.
     data_cache: Literal["memory", "disk", "off"] = "memory"
     data_cache_max_bytes: int = Field(default=8 * 1024**3, ge=0)
+    gpu_decode: bool = True  # on CUDA, the cache's JPEGs are decoded by nvjpeg on the GPU (others: PIL)
     # Images with more pixels are refused as decompression bombs (Pillow's Image.MAX_IMAGE_PIXELS; this
     # default is Pillow's own): a small file that would need gigabytes once decoded.
     max_image_pixels: int = Field(default=89_478_485, gt=0)

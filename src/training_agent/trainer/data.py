@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
 from training_agent.trainer.dataset_checks import Sample
+from training_agent.trainer.gpu_decode import DecodeReport, fill_on_device
 from training_agent.trainer.images import open_image
 
 logger = logging.getLogger(__name__)
@@ -197,8 +198,17 @@ class StreamingLoader:
         yield from self.loader
 
 
-def fill_cache(samples: Sequence[Sample], size: int, images: torch.Tensor, workers: int) -> None:
-    """Decode every sample once, in parallel, into `images` (uint8 [N, 3, size, size])."""
+def fill_cache(
+    samples: Sequence[Sample],
+    size: int,
+    images: torch.Tensor,
+    workers: int,
+    decode_device: str | None = None,
+) -> DecodeReport:
+    """Decode every sample once, in parallel, into `images` (uint8 [N, 3, size, size]); with a
+    `decode_device`, JPEGs are decoded there (`trainer.gpu_decode`) and the rest by PIL in the workers."""
+    if decode_device is not None:
+        return fill_on_device(samples, size, images, device=decode_device, workers=workers, pil=decode_image)
     decoder: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
         DecodedImages(samples, size), batch_size=64, num_workers=workers, shuffle=False
     )
@@ -206,6 +216,7 @@ def fill_cache(samples: Sequence[Sample], size: int, images: torch.Tensor, worke
     for batch, _targets in decoder:
         images[start : start + batch.size(0)] = batch
         start += batch.size(0)
+    return DecodeReport(None, pil=len(samples))
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,7 @@ class LoaderOptions:
     cache_dir: Path
     rank: int = 0
     world_size: int = 1
+    decode_device: str | None = None  # JPEGs of the cache decoded there (nvjpeg on "cuda"); None: PIL only
 
 
 def _cache_tensor(options: LoaderOptions, split: str, n: int) -> torch.Tensor:
@@ -237,6 +249,7 @@ def make_loaders(samples: dict[str, list[Sample]], options: LoaderOptions) -> di
     budget = options.cache_max_bytes if options.cache != "off" else 0
     per_image = 3 * options.image_size**2
     loaders: dict[str, Loader] = {}
+    report = DecodeReport(options.decode_device)
     for split in SPLITS:
         split_samples = samples[split]
         sampler = EpochBatchSampler(
@@ -252,7 +265,9 @@ def make_loaders(samples: dict[str, list[Sample]], options: LoaderOptions) -> di
         if need <= budget:
             budget -= need
             images = _cache_tensor(options, split, len(split_samples))
-            fill_cache(split_samples, options.image_size, images, options.workers)
+            report.add(
+                fill_cache(split_samples, options.image_size, images, options.workers, options.decode_device)
+            )
             targets = torch.tensor([target for _path, target in split_samples], dtype=torch.int64)
             loaders[split] = CachedLoader(images, targets, sampler, pin=options.pin)
         else:
@@ -265,4 +280,22 @@ def make_loaders(samples: dict[str, list[Sample]], options: LoaderOptions) -> di
                 )
             dataset = DecodedImages(split_samples, options.image_size)
             loaders[split] = StreamingLoader(dataset, sampler, workers=options.workers, pin=options.pin)
+    _log_decoders(report)
     return loaders
+
+
+def _log_decoders(report: DecodeReport) -> None:
+    if report.on_device + report.fallback == 0:
+        return  # nothing cached
+    if report.device is None:
+        logger.info("The cache was filled by PIL: %d images", report.fallback)
+        return
+    logger.info(
+        "The cache was filled by decode_jpeg on %s: %d images; %d by PIL (%d not RGB or greyscale JPEGs, "
+        "%d refused by the device decoder)",
+        report.device,
+        report.on_device,
+        report.fallback,
+        report.pil,
+        report.refused,
+    )

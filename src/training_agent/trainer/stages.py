@@ -291,6 +291,7 @@ def loader_options(
         cache_dir=cache_dir,
         rank=group.rank,
         world_size=group.world_size,
+        decode_device=str(device) if device.type == "cuda" and settings.gpu_decode else None,
     )
 
 

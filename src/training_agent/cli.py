@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_projects_parser(commands)
 
+    commands.add_parser(
+        "torchrun",
+        help="torchrun (every torchrun option, then -m training_agent train ...) with rank 0's exit code as "
+        "its own: how several GPUs and nodes start the trainer",
+        add_help=False,
+    )
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="interface to bind (default TRAINING_AGENT_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default TRAINING_AGENT_API_PORT, 8000)")
@@ -338,6 +344,11 @@ def _report(message: str, exit_code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["torchrun"]:  # torchrun's own options follow: not this parser's to read
+        from training_agent.launch import torchrun
+
+        return torchrun(argv[1:])
     args = build_parser().parse_args(argv)
     from training_agent.cli_projects import cmd_projects
     from training_agent.cli_train import cmd_train

@@ -5,19 +5,17 @@ and the Service are also checked against the Kubernetes API's own schemas (kuber
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import kubernetes_validate
 import pytest
 
-from training_agent.controller.distributed import jobset_as_job
+from training_agent.controller.distributed import TORCHRUN, jobset_as_job
 from training_agent.controller.manifests import build_job, build_objects
 from training_agent.controller.status import Observed, derive
 from training_agent.controller.workers import name_failed_worker, worker_states
@@ -46,7 +44,7 @@ def valid(obj: dict[str, Any]) -> None:
 
 def test_many_gpus_one_pod_runs_torchrun_standalone() -> None:
     [job] = build_objects(NAME, "ml", spec(gpus=4))
-    assert container(job)["command"] == ["torchrun", "--standalone", "--nproc-per-node", "4", *TRAIN]
+    assert container(job)["command"] == [*TORCHRUN, "--standalone", "--nproc-per-node", "4", *TRAIN]
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
     valid(job)
@@ -74,13 +72,12 @@ def test_python_dash_m_training_agent_is_the_cli() -> None:
 def _launcher(command: list[str], index: int, port: int) -> list[str]:
     """The pod's command as its kubelet would run it on node `index`, pod 0 at 127.0.0.1:`port`, and the
     trainer asked for its --help instead of a training (the launcher is what is under test)."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun comes with torch (the trainer extra)"
-    args = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)) for a in command[1 : command.index("train")]]
+    assert command[:2] == ["training-agent", "torchrun"]  # the CLI (python -m training_agent here)
+    args = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)) for a in command[2 : command.index("train")]]
     if "--master-addr" in args:
         args[args.index("--master-addr") + 1] = "127.0.0.1"
         args[args.index("--master-port") + 1] = str(port)
-    return [torchrun, *args, "train", "--help"]
+    return [sys.executable, "-m", "training_agent", "torchrun", *args, "train", "--help"]
 
 
 def _free_port() -> int:
@@ -123,7 +120,7 @@ def test_several_nodes_make_a_headless_service_and_an_indexed_job() -> None:
         3,
     )
     assert container(job)["command"] == [
-        "torchrun",
+        *TORCHRUN,
         "--nnodes",
         "3",
         "--nproc-per-node",

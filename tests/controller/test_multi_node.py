@@ -92,7 +92,7 @@ async def two_node_run(
     assert created["spec"]["completionMode"] == "Indexed" and created["spec"]["parallelism"] == 2
     assert created["spec"]["template"]["spec"]["subdomain"] == name
     command = created["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:5] == ["torchrun", "--nnodes", "2", "--nproc-per-node", "2"]
+    assert command[:6] == ["training-agent", "torchrun", "--nnodes", "2", "--nproc-per-node", "2"]
     for index in (0, 1):
         await node_pod(k8s_api, name, index, {"phase": "Running"})
     await patch_job_status(k8s_api, name, {"active": 2})

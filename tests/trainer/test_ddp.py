@@ -12,7 +12,6 @@ trainer command, never a mocked process group.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,9 +29,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from tests.conftest import seed_project
-from training_agent.core.errors import Interrupted
+from tests.support.datasets import DatasetFactory
+from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_RETRY, Interrupted
 from training_agent.core.records import Project
 from training_agent.core.records.sqlite import SQLiteRecords
+from training_agent.launch import exit_code_of
 from training_agent.synthetic import write_shapes_zip
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
 from training_agent.trainer.engine import FitOptions, Fitter
@@ -40,7 +42,8 @@ from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+# torchrun as the local executor and the Job's pods start it: with the trainer's exit code as its own.
+TORCHRUN = [sys.executable, "-m", "training_agent", "torchrun"]
 STARTED: list[subprocess.Popen[str]] = []
 
 
@@ -256,6 +259,7 @@ def standalone(n: int) -> list[str]:
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> None:
     results: dict[int, dict[str, Any]] = {}
+    rows_of_one_process = 0
     for processes, batch in ((1, 16), (2, 8)):
         folder = tmp_path / f"p{processes}"
         folder.mkdir()
@@ -272,8 +276,11 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> N
                 Path(p).suffix for p in bucket_objects(tmp_path / "p1")
             ]
             assert len(records.list_models(project.id)) == 1
-            messages = [log.message for log in records.recent_logs(project.id, limit=500)]
-            assert sum(m.startswith("Dataset downloaded") for m in messages) == 1
+            # ...and the same agent_logs rows, each once (one "Dataset downloaded", one closing row).
+            levels = [log.log_level for log in records.recent_logs(project.id, limit=500)]
+            assert len(levels) == rows_of_one_process and "error" not in levels
+        else:
+            rows_of_one_process = len(records.recent_logs(project.id, limit=500))
     one, two = results[1], results[2]
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert one["global_batch_size"] == two["global_batch_size"] == 16
@@ -285,7 +292,11 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_two_process_run_resumes_from_its_checkpoint(tmp_path: Path, how: str) -> None:
+    """SIGTERM to the launcher (a preemption): torchrun passes it to both ranks, rank 0 checkpoints, and the
+    launcher exits 75 like one trainer (a retry the Job does not count). SIGKILL of the launcher alone: the
+    ranks die with it (no one trains on), and the retry resumes from the last epoch's checkpoint."""
     records = SQLiteRecords(tmp_path / "data" / "records.db")
     project = shapes_project(tmp_path, records, epochs=6, batch_size=8)
     first = launch(tmp_path, project, standalone(2))
@@ -294,9 +305,12 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path: Path) ->
         assert first.poll() is None, first.stderr.read() if first.stderr else ""
         assert time.monotonic() < deadline, "no second epoch"
         time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGKILL)  # torchrun and both ranks, no clean-up at all
-    first.wait()
+    first.send_signal(getattr(signal, how))
+    _out, err = first.communicate(timeout=120)
+    assert first.returncode == (EXIT_RETRY if how == "SIGTERM" else -signal.SIGKILL), err[-3000:]
     assert records.get_project(project.id).status == "training"  # type: ignore[union-attr]
+    time.sleep(1)  # the killed launcher's ranks are gone too: nothing writes after it
+    assert not [log for log in records.recent_logs(project.id, limit=500) if "complete" in log.message]
 
     finish(launch(tmp_path, project, standalone(2), claimed=True))  # what the Job's next pod runs
     [model] = records.list_models(project.id)
@@ -306,6 +320,27 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path: Path) ->
     assert model.metadata["world_size"] == 2 and model.metadata["attempt"] == 2
     assert not (tmp_path / "data" / "bucket" / "checkpoints").exists()
     assert len(closing_rows(records, project)) == 1
+
+
+@pytest.mark.slow
+def test_the_launcher_exits_with_rank_0s_code(tmp_path: Path, datasets: DatasetFactory) -> None:
+    """Invalid input fails the run on rank 0 (exit 3, which fails a Job at once); the other rank leaves
+    cleanly when rank 0 tells it the run ended before training."""
+    records = SQLiteRecords(tmp_path / "data" / "records.db")
+    project = seed_project(records, str(datasets.not_a_zip()))
+    proc = launch(tmp_path, project, standalone(2))
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_INVALID_INPUT, err[-3000:]
+    assert "Rank 1: rank 0 ended the run before training" in err
+    assert records.get_project(project.id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_exit_codes_of_failed_ranks() -> None:
+    failure = SimpleNamespace
+    assert exit_code_of({0: failure(exitcode=75), 1: failure(exitcode=1)}) == 75  # rank 0 owns the outcome
+    assert exit_code_of({1: failure(exitcode=3)}) == 3
+    assert exit_code_of({0: failure(exitcode=-9)}) == 137  # killed by SIGKILL, as a shell says it
+    assert exit_code_of({}) == 1
 
 
 def free_port() -> int:
@@ -334,7 +369,3 @@ def test_two_nodes_on_one_machine(tmp_path: Path) -> None:
     assert "trains 72 of 144 training images" in logs[1]  # the second node's rank trained its half
     assert records.get_project(project.id).status == "pending_evaluation"  # type: ignore[union-attr]
     assert not list((tmp_path / "work").iterdir())  # both nodes' folders removed
-
-
-def test_torchrun_comes_with_torch() -> None:
-    assert shutil.which("torchrun", path=str(Path(sys.executable).parent)) or torch.distributed.is_available()

@@ -16,6 +16,9 @@ from typing import Any
 from training_agent.core.trainingrun import LABEL_RUN, TrainingRunSpec
 
 RENDEZVOUS_PORT = 29500  # torchrun's default master port
+# torchrun itself, with the trainer's exit code as the pod's (training_agent/launch.py): 75 stays a retry
+# that the podFailurePolicy does not count, 2 and 3 still fail the Job at once.
+TORCHRUN = ["training-agent", "torchrun"]
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # annotation (and label, 1.28+) of each pod
 JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2"
 JOBSET_GROUP, JOBSET_VERSION, JOBSETS = "jobset.x-k8s.io", "v1alpha2", "jobsets"
@@ -47,10 +50,10 @@ def trainer_command(name: str, spec: TrainingRunSpec) -> list[str]:
         return ["training-agent", *train]
     per_node = str(max(spec.gpus, 1))  # a CPU-only run of several nodes: one process per node (gloo)
     if not multi_node(spec):
-        launcher = ["torchrun", "--standalone", "--nproc-per-node", per_node]
+        launcher = [*TORCHRUN, "--standalone", "--nproc-per-node", per_node]
     else:
         launcher = [
-            "torchrun",
+            *TORCHRUN,
             "--nnodes",
             str(spec.nodes),
             "--nproc-per-node",

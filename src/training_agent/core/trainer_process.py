@@ -10,11 +10,11 @@ from uuid import UUID
 
 def trainer_command(project_id: UUID, *, claimed: bool, processes: int = 1) -> list[str]:
     """The command a worker runs; the same one a Kubernetes Job's container runs. Several processes:
-    torchrun (`torch.distributed.run`) starts them on this machine, each training its share (gloo on a
-    CPU, NCCL on GPUs)."""
+    torchrun starts them on this machine, each training its share (gloo on a CPU, NCCL on GPUs)."""
     launcher = [sys.executable, "-m"]
     if processes > 1:
-        launcher += ["torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "-m"]
+        # torchrun with the trainer's exit code as its own (launch.py): 75 is still a retry.
+        launcher += ["training_agent", "torchrun", "--standalone", "--nproc-per-node", str(processes), "-m"]
     # No progress bar: a server's (or the demo's) trainers share its terminal, and would draw over it.
     command = [
         *launcher,

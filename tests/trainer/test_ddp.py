@@ -151,7 +151,8 @@ def _worker(rank: int, world_size: int, init_file: str, out: str, stop_at: int |
 
 def _two_processes(tmp_path: Path, stop_at: int | None = None) -> list[dict[str, Any]]:
     out = str(tmp_path / "result")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), out, stop_at), nprocs=2, join=True)
+    spawn = mp.spawn  # type: ignore[attr-defined]
+    spawn(_worker, args=(2, str(tmp_path / "init"), out, stop_at), nprocs=2, join=True)  # type: ignore[no-untyped-call]
     return [torch.load(f"{out}.{rank}", weights_only=False) for rank in (0, 1)]
 
 

@@ -60,7 +60,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() -> None:
     straight = fitter()
     straight_history = straight.fit(lambda record: None, lambda: None)
 
-    saved: list[dict[str, Any]] = []
+    saved: list[dict[str, Any] | None] = []
     interrupted = fitter()
     steps = {"n": 0}
 
@@ -77,7 +77,9 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() -> None:
     assert interrupted.progress.epoch == 2 and interrupted.progress.batches_done == 1
 
     resumed = fitter()
-    resumed.load_state_dict(saved[-1])
+    state = saved[-1]
+    assert state is not None
+    resumed.load_state_dict(state)
     history = resumed.fit(lambda record: None, lambda: None)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in straight_history]

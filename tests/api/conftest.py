@@ -87,10 +87,17 @@ class FakeTrainers:
 
     script: str = "import time; time.sleep(60)"
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)  # what each start asked for (torchrun's count)
 
     def start(
-        self, project_id: UUID, *, claimed: bool, env: Mapping[str, str] | None = None
+        self,
+        project_id: UUID,
+        *,
+        claimed: bool,
+        env: Mapping[str, str] | None = None,
+        processes: int = 1,
     ) -> subprocess.Popen[bytes]:
+        self.processes.append(processes)
         proc = subprocess.Popen(
             [sys.executable, "-c", self.script, "--project-id", str(project_id)],
             env=dict(env) if env is not None else None,

@@ -6,6 +6,7 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from training_agent.core.errors import RecordsError
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.core.runs import RunPhase
+from training_agent.core.trainer_process import trainer_command
 
 KEY = "s3cret-key"
 
@@ -183,3 +185,23 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert set(start["responses"]) >= {"200", "400", "401", "404", "409", "422", "503"}
     assert schema["components"]["schemas"]["StartRequest"]["examples"]
     assert client.get("/docs").status_code == 200
+
+
+def test_the_local_executor_starts_as_many_processes_as_set(
+    tmp_path: Path, fake_trainers: FakeTrainers
+) -> None:
+    """TRAINING_AGENT_LOCAL_NPROC_PER_NODE reaches the trainer's start (torchrun's process count)."""
+    settings = make_settings(tmp_path, local_nproc_per_node=2)
+    records = SQLiteRecords(settings.resolved_database_path)
+    project = seed_project(records, "gs://bucket/d.zip")
+    with TestClient(create_app(settings, records=records)) as client:
+        assert client.post("/agents/training/start", json={"project_id": str(project.id)}).status_code == 200
+        wait_until(lambda: fake_trainers.processes == [2], "the trainer started")
+
+
+def test_the_trainer_command_runs_torchrun_for_several_processes() -> None:
+    project_id = uuid4()
+    assert trainer_command(project_id, claimed=True)[1:4] == ["-m", "training_agent", "train"]
+    several = trainer_command(project_id, claimed=True, processes=3)
+    assert several[1:8] == ["-m", "training_agent", "torchrun", "--standalone", "--nproc-per-node", "3", "-m"]
+    assert several[8:10] == ["training_agent", "train"]

@@ -146,8 +146,8 @@ def test_every_run_time_dependency_is_imported() -> None:
 
 def test_the_check_sees_what_it_must() -> None:
     """The walk finds lazy and namespace imports, and tells a declared distribution from an undeclared one."""
-    modules = imported_modules([SRC / "core" / "storage" / "gcs.py", SRC / "cli.py"])
-    assert "google.api_core" in modules and "training_agent.trainer.pipeline" in modules  # lazy, in cmd_train
+    modules = imported_modules([SRC / "core" / "storage" / "gcs.py", SRC / "cli_train.py"])
+    assert "google.api_core" in modules and "training_agent.trainer.pipeline" in modules  # lazy, in _lead
     assert third_party("google.api_core.exceptions") == "google.api_core"
     assert providers("google.api_core") == {"google-api-core"}
     assert providers("PIL") == {"pillow"}

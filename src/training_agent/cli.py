@@ -346,7 +346,7 @@ def _report(message: str, exit_code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["torchrun"]:  # torchrun's own options follow: not this parser's to read
-        from training_agent.launch import torchrun
+        from training_agent.trainer.launch import torchrun
 
         return torchrun(argv[1:])
     args = build_parser().parse_args(argv)

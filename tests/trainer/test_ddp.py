@@ -33,11 +33,11 @@ from tests.support.datasets import DatasetFactory
 from training_agent.core.errors import EXIT_INVALID_INPUT, EXIT_RETRY, Interrupted
 from training_agent.core.records import Project
 from training_agent.core.records.sqlite import SQLiteRecords
-from training_agent.launch import exit_code_of
 from training_agent.synthetic import write_shapes_zip
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
 from training_agent.trainer.engine import FitOptions, Fitter
 from training_agent.trainer.group import SOLO, Group, Place, place
+from training_agent.trainer.launch import exit_code_of
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")

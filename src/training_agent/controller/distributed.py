@@ -16,8 +16,8 @@ from typing import Any
 from training_agent.core.trainingrun import LABEL_RUN, TrainingRunSpec
 
 RENDEZVOUS_PORT = 29500  # torchrun's default master port
-# torchrun itself, with the trainer's exit code as the pod's (training_agent/launch.py): 75 stays a retry
-# that the podFailurePolicy does not count, 2 and 3 still fail the Job at once.
+# torchrun itself, with the trainer's exit code as the pod's (trainer/launch.py): 75 stays a retry that the
+# podFailurePolicy does not count, 2 and 3 still fail the Job at once.
 TORCHRUN = ["training-agent", "torchrun"]
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # annotation (and label, 1.28+) of each pod
 JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2"

@@ -13,7 +13,7 @@ def trainer_command(project_id: UUID, *, claimed: bool, processes: int = 1) -> l
     torchrun starts them on this machine, each training its share (gloo on a CPU, NCCL on GPUs)."""
     launcher = [sys.executable, "-m"]
     if processes > 1:
-        # torchrun with the trainer's exit code as its own (launch.py): 75 is still a retry.
+        # torchrun with the trainer's exit code as its own (trainer/launch.py): 75 is still a retry.
         launcher += ["training_agent", "torchrun", "--standalone", "--nproc-per-node", str(processes), "-m"]
     # No progress bar: a server's (or the demo's) trainers share its terminal, and would draw over it.
     command = [

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from training_agent.core.errors import ConfigurationError, Interrupted
-from training_agent.trainer import engine
+from training_agent.trainer import engine, precision
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
-from training_agent.trainer.engine import EvalResult, FitOptions, Fitter, pick_precision
+from training_agent.trainer.engine import EvalResult, FitOptions, Fitter
+from training_agent.trainer.precision import pick_precision
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")
@@ -166,9 +167,9 @@ def test_loss_options_reach_the_criterion() -> None:
 
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_precision(CPU, "fp32") == "fp32"
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     assert pick_precision(CPU, "auto") == "bf16"
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
     assert pick_precision(CPU, "auto") == "fp32"
     with pytest.raises(ConfigurationError, match="TRAINING_AGENT_PRECISION=bf16"):
         pick_precision(CPU, "bf16")
@@ -202,7 +203,7 @@ def test_fp16_steps_go_through_the_loss_scaler() -> None:
 
 
 def test_bf16_training_runs_on_this_cpu_when_supported() -> None:
-    if not engine.cpu_supports_bf16():
+    if not precision.cpu_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16/AMX")
     history = fitter(epochs=1, precision="bf16").fit(lambda record: None, lambda: None)
     assert history[0]["train_loss"] == history[0]["train_loss"]  # not NaN

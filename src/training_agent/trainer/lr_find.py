@@ -15,8 +15,9 @@ from typing import Any
 from torch import nn
 
 from training_agent.trainer.data import Loader
-from training_agent.trainer.engine import FitOptions, autocast, logits_of
+from training_agent.trainer.engine import FitOptions, logits_of
 from training_agent.trainer.optim import make_optimizer
+from training_agent.trainer.precision import autocast
 from training_agent.trainer.preprocess import Preprocess
 
 logger = logging.getLogger(__name__)

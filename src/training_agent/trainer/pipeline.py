@@ -31,12 +31,13 @@ from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import checkpoint_prefix
 from training_agent.trainer import finish, stages
 from training_agent.trainer.claim import Claim, claim
-from training_agent.trainer.engine import Fitter, pick_precision
+from training_agent.trainer.engine import Fitter
 from training_agent.trainer.follower import Handover
 from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.heartbeat import Heartbeat
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.owner import RunOwner
+from training_agent.trainer.precision import pick_precision
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.result import RunResult

@@ -25,7 +25,7 @@ from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
 from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, inspect_dataset
-from training_agent.trainer.engine import FitOptions, Fitter, Precision
+from training_agent.trainer.engine import FitOptions, Fitter
 from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
 from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.identity import dataset_identity, run_identity
@@ -35,6 +35,7 @@ from training_agent.trainer.lr_find import find_lr
 from training_agent.trainer.metrics import classification_report, confusion_matrix
 from training_agent.trainer.model import build_model, check_model_name, set_batchnorm_momentum
 from training_agent.trainer.owner import RunOwner
+from training_agent.trainer.precision import Precision
 from training_agent.trainer.preprocess import Preprocess
 from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.recipes import DataStats, Resolved, resolve

@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.trainer.follower import follow
     from training_agent.trainer.group import die_with_launcher, join, leave, place
     from training_agent.trainer.interrupt import StopSignal
-    from training_agent.trainer.stages import pick_device
+    from training_agent.trainer.replica import pick_device
 
     if settings.malloc_tuning:
         keep_freed_memory()

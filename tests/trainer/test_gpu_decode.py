@@ -20,7 +20,7 @@ from training_agent.trainer.config import TrainingConfig
 from training_agent.trainer.data import LoaderOptions, decode_image, fill_cache, make_loaders
 from training_agent.trainer.dataset_checks import Sample
 from training_agent.trainer.gpu_decode import DecodeReport, device_header, draft_scale, upright
-from training_agent.trainer.stages import loader_options
+from training_agent.trainer.replica import loader_options
 
 SIZE = 32
 # Mean absolute difference to the PIL path, in levels of 255. Measured on these images: 0.1-0.5 (on photos

@@ -31,7 +31,7 @@ from training_agent.trainer.group import Group
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 from training_agent.trainer.recipes import Resolved
-from training_agent.trainer.stages import loader_options, make_model, pick_device
+from training_agent.trainer.replica import loader_options, make_model, pick_device
 
 logger = logging.getLogger(__name__)
 

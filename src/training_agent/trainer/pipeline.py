@@ -40,9 +40,10 @@ from training_agent.trainer.owner import RunOwner
 from training_agent.trainer.precision import pick_precision
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 from training_agent.trainer.progress import ProgressReporter
+from training_agent.trainer.replica import pick_device
 from training_agent.trainer.result import RunResult
 from training_agent.trainer.runlog import RunLog, failure_log_url
-from training_agent.trainer.stages import RunContext, pick_device
+from training_agent.trainer.stages import RunContext
 
 __all__ = ["RunResult", "TrainingRun", "pick_device"]
 

@@ -9,21 +9,20 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import torch
 
 from training_agent.core.datasets.layout import DatasetPlan, plan_layout
-from training_agent.core.errors import ConfigurationError, InvalidInputError
+from training_agent.core.errors import InvalidInputError
 from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.settings import Settings, cpu_count
 from training_agent.core.storage import ObjectStorage
 from training_agent.trainer.checkpoint import Checkpoints, checkpoint_key
 from training_agent.trainer.config import TrainingConfig
-from training_agent.trainer.data import Loader, LoaderOptions, make_loaders
+from training_agent.trainer.data import Loader, make_loaders
 from training_agent.trainer.dataset_checks import DatasetLayout, carve_seed, inspect_dataset
 from training_agent.trainer.engine import FitOptions, Fitter
 from training_agent.trainer.fetch import download_dataset, extract_planned, open_dataset
@@ -33,18 +32,16 @@ from training_agent.trainer.images import set_max_image_pixels
 from training_agent.trainer.interrupt import StopSignal
 from training_agent.trainer.lr_find import find_lr
 from training_agent.trainer.metrics import classification_report, confusion_matrix
-from training_agent.trainer.model import build_model, check_model_name, set_batchnorm_momentum
+from training_agent.trainer.model import check_model_name
 from training_agent.trainer.owner import RunOwner
 from training_agent.trainer.precision import Precision
 from training_agent.trainer.preprocess import Preprocess
 from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.recipes import DataStats, Resolved, resolve
+from training_agent.trainer.replica import loader_options, make_model
 from training_agent.trainer.runlog import RunLog
 
 logger = logging.getLogger(__name__)
-
-# PyTorch's default. Families built for long ImageNet runs use far less (see `set_batchnorm_momentum`).
-BATCHNORM_MOMENTUM = 0.1
 
 
 @dataclass
@@ -70,22 +67,6 @@ class RunContext:
         self.stop.check()
         self.step = step
         logger.debug("step %s", step)
-
-
-def pick_device(setting: str, local_rank: int = 0) -> torch.device:
-    """The device this process trains on; under torchrun, a node's process i takes its GPU i."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError("TRAINING_AGENT_DEVICE=cuda, but no CUDA device is available")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigurationError(
-                f"Process {local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
-                "visible): start at most one process per GPU"
-            )
-        return torch.device("cuda", local_rank)
-    return torch.device(setting)
 
 
 # -- load ---------------------------------------------------------------------------------------------------
@@ -233,69 +214,7 @@ def build(
     )
 
 
-def make_model(
-    resolved: Resolved,
-    num_classes: int,
-    device: torch.device,
-    settings: Settings,
-    seed: int,
-    *,
-    weights_file: Path | None = None,
-    load_weights: bool = True,
-    distributed: bool = False,
-) -> torch.nn.Module:
-    """The run's model on `device`. `load_weights=False` builds the same architecture without reading any
-    weights: the followers of a torchrun launch, which DDP gives rank 0's weights."""
-    config = resolved.config
-    torch.manual_seed(seed)  # the new head's (or, from scratch, every layer's) initial weights
-    model = build_model(
-        config.preferred_model,
-        num_classes,
-        pretrained=config.pretrained,
-        weights_file=weights_file,
-        kwargs=resolved.build_kwargs,
-        load_weights=load_weights,
-    )
-    set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
-    if distributed and settings.sync_batchnorm and device.type == "cuda":
-        # Batch statistics over every GPU's images, not each GPU's own small batch.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
-    model = model.to(device)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    return model
-
-
 # -- prepare ------------------------------------------------------------------------------------------------
-def loader_options(
-    settings: Settings,
-    config: TrainingConfig,
-    device: torch.device,
-    seed: int,
-    cache_dir: Path,
-    group: Group = SOLO,
-) -> LoaderOptions:
-    """How this process loads its share of the data (every process of a node shares its cores)."""
-    workers = settings.resolved_num_workers
-    if group.distributed:
-        workers = max(workers // max(group.world_size // group.place.nodes, 1), 0)
-    return LoaderOptions(
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        seed=seed,
-        workers=workers,
-        pin=device.type == "cuda",
-        cache=settings.data_cache,
-        cache_max_bytes=settings.data_cache_max_bytes,
-        cache_dir=cache_dir,
-        rank=group.rank,
-        world_size=group.world_size,
-        decode_device=str(device) if device.type == "cuda" and settings.gpu_decode else None,
-    )
-
-
 def prepare(
     ctx: RunContext,
     layout: DatasetLayout,

@@ -44,7 +44,6 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group: Group) -> int:
     """Rank 0 (or the only process): the whole run."""
-    from training_agent.cli import _one_line
     from training_agent.core.records import open_records
     from training_agent.core.storage import ObjectStorage
     from training_agent.progress_bar import follow_reporter, progress_view
@@ -70,5 +69,6 @@ def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group:
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     elif not result.succeeded and result.error:
-        print(f"training-agent: {_one_line(result.error['message'])}", file=sys.stderr)
+        one_line = " ".join(str(result.error["message"]).split())  # as every CLI failure is reported
+        print(f"training-agent: {one_line}", file=sys.stderr)
     return result.exit_code

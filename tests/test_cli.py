@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import seed_project
 from tests.support.datasets import DatasetFactory
@@ -338,3 +339,17 @@ def test_ctrl_c_in_the_demo_is_one_line_and_exit_130(tmp_path: Path) -> None:
     assert demo.returncode == EXIT_INTERRUPTED
     assert "Traceback" not in rest
     assert rest.splitlines()[-1] == "training-agent: Interrupted"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_lone_trainer_without_the_gpu_it_was_told_to_use_fails_its_project(
+    tmp_path: Path, datasets: DatasetFactory
+) -> None:
+    """The missing GPU is found inside the run, so the project records why (not only the terminal)."""
+    records = SQLiteRecords(tmp_path / "data" / "records.db")
+    project = seed_project(records, str(datasets.shapes()))
+    done = cli(tmp_path, "train", "--project-id", str(project.id), env={"TRAINING_AGENT_DEVICE": "cuda"})
+    assert done.returncode != 0
+    failed = records.get_project(project.id)
+    assert failed is not None and failed.status == "failed"
+    assert "no CUDA device is available" in failed.metadata["error"]["message"]

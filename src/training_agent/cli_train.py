@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.core.storage import ObjectStorage
     from training_agent.trainer.allocator import keep_freed_memory
     from training_agent.trainer.follower import follow
-    from training_agent.trainer.group import die_with_launcher, join, leave, place
+    from training_agent.trainer.group import SOLO, die_with_launcher, join, leave, place
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.replica import pick_device
 
@@ -31,8 +31,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     stop.install()
     where = place()
     die_with_launcher()
-    device = pick_device(settings.device, where.local_rank)
-    group = join(where, device, settings.distributed_timeout_seconds)
+    group = SOLO
+    if where.distributed:
+        # A lone trainer picks its device inside the run, where a missing GPU fails the project with why.
+        device = pick_device(settings.device, where.local_rank)
+        group = join(where, device, settings.distributed_timeout_seconds)
     try:
         if not group.leads:
             with logs.process_bound(args.project_id):

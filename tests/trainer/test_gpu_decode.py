@@ -133,15 +133,23 @@ def test_pil_alone_without_a_decode_device(files: dict[str, Path]) -> None:
     assert torch.equal(images[0], decode_image(paths[0], SIZE))
 
 
-def test_batches_stay_within_their_bounds(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch handed to decode_jpeg."""
+    sizes: list[int] = []
     real = gpu_decode._decode_jpeg
 
     def counting(batch: list[torch.Tensor], device: str) -> list[torch.Tensor]:
-        calls.append(len(batch))
+        sizes.append(len(batch))
         return real(batch, device)
 
     monkeypatch.setattr(gpu_decode, "_decode_jpeg", counting)
+    return sizes
+
+
+def test_batches_stay_within_their_bounds(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, calls: list[int]
+) -> None:
     jpegs = [files[name] for name in ("photo.jpg", "grey.jpg", "small.jpg")]
 
     monkeypatch.setattr(gpu_decode, "BATCH_IMAGES", 2)
@@ -155,17 +163,7 @@ def test_batches_stay_within_their_bounds(files: dict[str, Path], monkeypatch: p
     assert mean_difference(images[2], decode_image(jpegs[2], SIZE)) < TOLERANCE
 
 
-def test_a_refused_batch_is_retried_one_by_one(
-    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    real = gpu_decode._decode_jpeg
-
-    def counting(batch: list[torch.Tensor], device: str) -> list[torch.Tensor]:
-        calls.append(len(batch))
-        return real(batch, device)
-
-    monkeypatch.setattr(gpu_decode, "_decode_jpeg", counting)
+def test_a_refused_batch_is_retried_one_by_one(files: dict[str, Path], calls: list[int]) -> None:
     _images, report = fill([files["photo.jpg"], files["corrupt.jpg"], files["grey.jpg"]], "cpu")
     assert calls == [3, 1, 1, 1]  # the batch, then each of its images
     assert (report.on_device, report.refused) == (2, 1)

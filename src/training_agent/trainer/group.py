@@ -90,11 +90,7 @@ class Group:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on one: all stop at the same step, or none does."""
-        if not self.distributed:
-            return flag
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self._control)
-        return bool(value.item())
+        return self.sum([1.0 if flag else 0.0])[0] > 0
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sums over the ranks (float64: image counts stay exact)."""
@@ -125,11 +121,9 @@ SOLO = Group(Place())
 
 
 def join(where: Place, device: torch.device, timeout_s: float) -> Group:
-    """Join the run's process group (torchrun's env:// rendezvous); a lone process joins nothing.
+    """Join the run's process group (torchrun's env:// rendezvous; a lone process has none: `SOLO`).
     `timeout_s` bounds every collective, the longest being the followers' wait while rank 0 downloads and
     checks the dataset."""
-    if not where.distributed:
-        return SOLO
     timeout = timedelta(seconds=timeout_s)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

@@ -43,11 +43,15 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 test: PIP_FLAGS = -q
+# The suite runs on every core (pytest-xdist; each worker starts its own PostgreSQL and GCS emulator), tests
+# taken as workers free up, since a few train for a minute and most take milliseconds.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 8 --dist worksteal
+
 test: setup system-deps chart-tools lint
-	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest
+	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not integration and not faults"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow and not integration and not faults"
 
 clean:
 	rm -rf $(VENV) .training-agent .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ from training_agent.core.records import Project
 from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.synthetic import write_shapes_zip
 
-EPOCHS = 6
+EPOCHS = 4  # stopped after epoch 2: two epochs before the kill, two after
 
 
 def start(tmp_path: Path, project: Project, *, claimed: bool) -> subprocess.Popen[str]:

@@ -22,9 +22,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training_agent.trainer.group import SOLO, die_with_launcher, join, leave, place
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.replica import pick_device
+    from training_agent.trainer.threads import set_compute_threads
 
     if settings.malloc_tuning:
         keep_freed_memory()
+    set_compute_threads(settings.cpu_threads)
     # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
     # (torchrun passes the signal on to every rank.)
     stop = StopSignal()

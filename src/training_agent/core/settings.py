@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     local_nproc_per_node: int = Field(default=1, ge=1, le=64)
     # `training-agent train` keeps freed memory in its heap for the next step (trainer/allocator.py).
     malloc_tuning: bool = True
+    # torch's compute threads per trainer process; 0: the CPUs this process may use (its cgroup quota
+    # included) shared by the processes on the machine, unless OMP_NUM_THREADS says otherwise.
+    cpu_threads: int = Field(default=0, ge=0, le=1024)
 
     # The API (`training-agent serve`).
     executor: Literal["local", "kubernetes"] = "local"
@@ -317,9 +320,20 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def cpu_count() -> int:
-    """CPUs this process may use (respects affinity masks set by container runtimes)."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota. A pod's CPU limit is
+    such a quota, and its affinity mask still lists every core of the node."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 here, or no limit set: the mask is the budget
+    return cpus

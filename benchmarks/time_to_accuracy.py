@@ -27,10 +27,12 @@ the largest budget — each as mean and min-max or spread (max - min) over the s
 
     .venv/bin/python benchmarks/time_to_accuracy.py [--seeds 5] [--seed-epochs 5] [--trainer-epochs 1,2,3,5,8]
         [--model resnet18] [--image-size-seed 224] [--option key=value ...] [--json]
-        [--skip-seed --seed-json PREVIOUS.json]
+        [--skip-seed --seed-json PREVIOUS.json] [--first-seed K] [--merge A.json B.json ...]
 
 The seed loop at 224 px is the slow part on a CPU (minutes per epoch on 2 cores): `--json > run.json` keeps a
 run, and `--skip-seed --seed-json run.json` reuses its seed side while the trainer is measured again.
+`--first-seed K` starts at seed K, so that the seeds can run as several invocations side by side (one core
+each), and `--merge a.json b.json …` reports their `--json` outputs as one run.
 
 Goals (the issue): the trainer reaches the seed's accuracy in at most 1/5 of the seed's time, ends at least 1
 point higher in the same wall time, and its accuracy spreads by at most 1 point over 5 seeds.
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +321,23 @@ def print_report(report: dict[str, Any]) -> None:
     )
 
 
+def merge(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Several invocations' reports (same settings, other seeds) as one, summarised over all their seeds."""
+    reports = list(reports)
+    settings = [r["settings"] for r in reports]
+    if any(other != settings[0] for other in settings[1:]):
+        raise SystemExit("--merge: the reports were measured with different settings")
+    seed_runs = [run for r in reports for run in r["seed_runs"]]
+    trainer_runs = [run for r in reports for run in r["trainer_runs"]]
+    return {
+        "threads": reports[0]["threads"],
+        "settings": settings[0],
+        "seed_runs": seed_runs,
+        "trainer_runs": trainer_runs,
+        "summary": summarise(seed_runs, trainer_runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -339,6 +359,8 @@ def main() -> None:
     )
     parser.add_argument("--skip-seed", action="store_true", help="reuse the seed side of --seed-json")
     parser.add_argument("--seed-json", type=Path, help="a previous --json output")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds K … K+seeds-1 (default 0)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="report these --json outputs as one run")
     parser.add_argument("--json", action="store_true")
     # The child process that runs the seed loop.
     parser.add_argument("--side", choices=["seed"], help=argparse.SUPPRESS)
@@ -350,6 +372,13 @@ def main() -> None:
     if args.side == "seed":
         print(json.dumps(seed_curve(args)))
         return
+    if args.merge:
+        merged = merge(json.loads(path.read_text()) for path in args.merge)
+        if args.json:
+            print(json.dumps(merged, indent=2))
+        else:
+            print_report(merged)
+        return
 
     from tests.support.digits import write_digits_zip
 
@@ -357,7 +386,7 @@ def main() -> None:
 
     args.image_size_seed = args.image_size_seed or IMAGE_SIZE
     args.option = parse_options(args.option)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
     settings = {
         "model": args.model,

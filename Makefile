@@ -42,11 +42,11 @@ format: setup
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-test: PIP_FLAGS = -q
 # The suite runs on every core (pytest-xdist; each worker starts its own PostgreSQL and GCS emulator), tests
 # taken as workers free up, since a few train for a minute and most take milliseconds.
 PYTEST_PARALLEL ?= -n auto --maxprocesses 8 --dist worksteal
 
+test: PIP_FLAGS = -q
 test: setup system-deps chart-tools lint
 	TRAINING_AGENT_REQUIRE_SERVICES=1 $(PY) -m pytest $(PYTEST_PARALLEL)
 

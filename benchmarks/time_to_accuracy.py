@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -321,9 +320,8 @@ def print_report(report: dict[str, Any]) -> None:
     )
 
 
-def merge(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Several invocations' reports (same settings, other seeds) as one, summarised over all their seeds."""
-    reports = list(reports)
     settings = [r["settings"] for r in reports]
     if any(other != settings[0] for other in settings[1:]):
         raise SystemExit("--merge: the reports were measured with different settings")
@@ -373,7 +371,7 @@ def main() -> None:
         print(json.dumps(seed_curve(args)))
         return
     if args.merge:
-        merged = merge(json.loads(path.read_text()) for path in args.merge)
+        merged = merge([json.loads(path.read_text()) for path in args.merge])
         if args.json:
             print(json.dumps(merged, indent=2))
         else:

@@ -26,12 +26,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.malloc_tuning:
         keep_freed_memory()
-    set_compute_threads(settings.cpu_threads)
     # Kubernetes and the local executor stop a trainer with SIGTERM: checkpoint, then exit for a retry.
     # (torchrun passes the signal on to every rank.)
     stop = StopSignal()
     stop.install()
     where = place()
+    set_compute_threads(settings.cpu_threads, where.local_processes)
     die_with_launcher()
     group = SOLO
     if where.distributed:

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from training_agent.core.settings import cpu_count
+from training_agent.trainer.group import place
 from training_agent.trainer.threads import compute_threads, set_compute_threads
 
 
 def test_the_setting_wins_then_omp_then_the_cpus_shared_by_local_processes() -> None:
-    assert compute_threads(3, {"OMP_NUM_THREADS": "1"}, cpus=16) == 3
-    assert compute_threads(0, {"OMP_NUM_THREADS": "2"}, cpus=16) is None  # torch already read it
-    assert compute_threads(0, {}, cpus=16) == 16
-    assert compute_threads(0, {"LOCAL_WORLD_SIZE": "4"}, cpus=16) == 4  # four torchrun processes here
-    assert compute_threads(0, {"LOCAL_WORLD_SIZE": "8"}, cpus=4) == 1
+    assert compute_threads(3, {"OMP_NUM_THREADS": "1"}, cpus=16, local_processes=1) == 3
+    assert compute_threads(0, {"OMP_NUM_THREADS": "2"}, cpus=16, local_processes=1) is None  # torch read it
+    assert compute_threads(0, {}, cpus=16, local_processes=1) == 16
+    assert compute_threads(0, {}, cpus=16, local_processes=4) == 4  # four torchrun processes here
+    assert compute_threads(0, {}, cpus=4, local_processes=8) == 1
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,13 @@ def restore_threads() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_threads")
 def test_set_compute_threads_applies_the_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set_compute_threads(2) == 2 == torch.get_num_threads()
+    assert set_compute_threads(2, local_processes=1) == 2 == torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert set_compute_threads(0) == cpu_count()
+    assert set_compute_threads(0, local_processes=1) == cpu_count()
+
+
+def test_the_local_processes_come_from_torchruns_place() -> None:
+    # A malformed torchrun environment is a lone process (place() already guards it), never a traceback.
+    assert place({}).local_processes == 1
+    assert place({"WORLD_SIZE": "8", "RANK": "3", "GROUP_WORLD_SIZE": "2"}).local_processes == 4
+    assert place({"WORLD_SIZE": "two", "LOCAL_WORLD_SIZE": "x"}).local_processes == 1

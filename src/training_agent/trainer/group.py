@@ -46,6 +46,11 @@ class Place:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def local_processes(self) -> int:
+        """The run's processes on this node (torchrun starts as many on every node)."""
+        return max(1, self.world_size // self.nodes)
+
 
 def place(environ: Mapping[str, str] | None = None) -> Place:
     """This process's place, from torchrun's environment (a lone process when it is absent or malformed:

@@ -20,19 +20,19 @@ from training_agent.core.settings import cpu_count
 logger = logging.getLogger(__name__)
 
 
-def compute_threads(setting: int, env: Mapping[str, str], cpus: int) -> int | None:
+def compute_threads(setting: int, env: Mapping[str, str], cpus: int, local_processes: int) -> int | None:
     """The thread count to set, or None to keep the one OMP_NUM_THREADS already gave torch."""
     if setting > 0:
         return setting
     if env.get("OMP_NUM_THREADS"):
         return None
-    local_processes = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))  # torchrun's processes on this node
     return max(1, cpus // local_processes)
 
 
-def set_compute_threads(setting: int) -> int:
-    """Apply the choice to this process; returns the threads torch computes with."""
-    threads = compute_threads(setting, os.environ, cpu_count())
+def set_compute_threads(setting: int, local_processes: int) -> int:
+    """Apply the choice to this process (one of `local_processes` on its node); returns the threads torch
+    computes with."""
+    threads = compute_threads(setting, os.environ, cpu_count(), local_processes)
     if threads is not None:
         torch.set_num_threads(threads)
     logger.info("torch computes on %d CPU threads", torch.get_num_threads())

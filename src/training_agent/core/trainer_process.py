@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping
 from uuid import UUID
 
+from training_agent.core.settings import Settings, cpu_count, env_name
+
 
 def trainer_command(project_id: UUID, *, claimed: bool, processes: int = 1) -> list[str]:
     """The command a worker runs; the same one a Kubernetes Job's container runs. Several processes:
@@ -43,3 +45,20 @@ def start_trainer(
         # trainer with SIGTERM (checkpoint, clean exit) instead of a KeyboardInterrupt mid-import.
         start_new_session=True,
     )
+
+
+def trainer_env(
+    settings: Settings, base: Mapping[str, str], *, concurrent_runs: int, cpus: int | None = None
+) -> dict[str, str]:
+    """The environment of a trainer that runs beside up to `concurrent_runs - 1` others on this machine.
+
+    Each trainer would otherwise compute on every CPU it sees (trainer/threads.py), and torch's threads spin
+    while they wait, so trainers side by side slow each other down far more than their share; each gets
+    its share of the CPUs instead, divided again among its own processes. A thread count the operator set
+    (`TRAINING_AGENT_CPU_THREADS`, or `OMP_NUM_THREADS` in `base`) is kept as it is."""
+    env = {**base, **settings.to_env()}
+    if concurrent_runs > 1 and settings.cpu_threads == 0 and not base.get("OMP_NUM_THREADS"):
+        available = cpus if cpus is not None else cpu_count()
+        share = max(1, available // (concurrent_runs * settings.local_nproc_per_node))
+        env[env_name("cpu_threads")] = str(share)
+    return env

@@ -37,7 +37,7 @@ from training_agent.core.runs import RunInfo, RunPhase, run_name
 from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import remove_run_leftovers
-from training_agent.core.trainer_process import start_trainer
+from training_agent.core.trainer_process import start_trainer, trainer_env
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class LocalExecutor(Executor):
             proc = start_trainer(
                 project_id,
                 claimed=True,
-                env={**os.environ, **self.settings.to_env()},
+                env=trainer_env(self.settings, os.environ, concurrent_runs=self.max_concurrent),
                 processes=self.settings.local_nproc_per_node,
             )
         except OSError as exc:

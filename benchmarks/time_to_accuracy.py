@@ -2,8 +2,8 @@
 
 The data: scikit-learn's copy of the UCI handwritten digits (1,797 scanned 8x8 greyscale digits, shipped in
 the scikit-learn wheel), written once as train/val/test folders of PNGs, 70/15/15 per class
-(tests/support/digits.py); both sides train from scratch on the same split and are scored on the same 266 test
-images.
+(tests/support/real_sets.py); both sides train from scratch on the same split and are scored on the same
+266 test images.
 
 - The seed loop: step 4 of ../shared/seeds/001_1e8abe4859d47472.txt as benchmarks/trainer_vs_seed.py
   reproduces it — ImageFolder over the unzipped folders, Resize to 224x224 (`--image-size-seed`), ToTensor,
@@ -378,7 +378,7 @@ def main() -> None:
             print_report(merged)
         return
 
-    from tests.support.digits import write_digits_zip
+    from tests.support.real_sets import write_digits_zip
 
     from benchmarks.trainer_vs_seed import BATCH_SIZE, IMAGE_SIZE
 

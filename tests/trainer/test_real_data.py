@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
-from tests.support.digits import write_digits_zip
+from tests.support.real_sets import write_digits_zip
 from training_agent.core.records import open_records
 from training_agent.core.storage import ObjectStorage
 from training_agent.trainer.pipeline import TrainingRun

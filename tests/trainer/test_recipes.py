@@ -205,3 +205,10 @@ def test_a_vit_from_scratch_takes_small_steps_at_a_low_rate() -> None:
     vit = resolve(config(recipe="auto", preferred_model="vit_b_16", pretrained=False), DIGITS, cpu=False)
     assert (vit.config.image_size, vit.config.batch_size) == (64, 16)
     assert vit.config.learning_rate == pytest.approx(1e-4)
+
+
+def test_a_maxvit_from_scratch_learns_like_a_vit_at_its_fixed_size() -> None:
+    # Chance after 2 of 3 epochs on digits at batch 32 and 7e-4: the vit family's small, slow steps.
+    maxvit = resolve(config(recipe="auto", preferred_model="maxvit_t", pretrained=False), DIGITS, cpu=True)
+    assert (maxvit.config.image_size, maxvit.config.batch_size) == (224, 16)
+    assert maxvit.config.learning_rate == pytest.approx(1e-4)

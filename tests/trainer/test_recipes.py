@@ -208,7 +208,7 @@ def test_a_vit_from_scratch_takes_small_steps_at_a_low_rate() -> None:
 
 
 def test_a_maxvit_from_scratch_learns_like_a_vit_at_its_fixed_size() -> None:
-    # Chance after 2 of 3 epochs on digits at batch 32 and 7e-4: the vit family's small, slow steps.
+    # Digits, 3 epochs from scratch: chance after 2 at batch 32 and 7e-4; 0.76 accuracy at batch 16, 1e-4.
     maxvit = resolve(config(recipe="auto", preferred_model="maxvit_t", pretrained=False), DIGITS, cpu=True)
     assert (maxvit.config.image_size, maxvit.config.batch_size) == (224, 16)
     assert maxvit.config.learning_rate == pytest.approx(1e-4)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training_agent.core.settings import cpu_count
+from training_agent.core.settings import compute_threads, cpu_count
 from training_agent.trainer.group import place
-from training_agent.trainer.threads import compute_threads, set_compute_threads
+from training_agent.trainer.threads import set_compute_threads
 
 
 def test_the_setting_wins_then_omp_then_the_cpus_shared_by_local_processes() -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -337,3 +338,13 @@ def cpu_count(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 here, or no limit set: the mask is the budget
     return cpus
+
+
+def compute_threads(setting: int, env: Mapping[str, str], cpus: int, local_processes: int) -> int | None:
+    """torch's compute threads for one of `local_processes` trainer processes sharing `cpus`, or None to keep
+    the count OMP_NUM_THREADS already gave torch. `TRAINING_AGENT_CPU_THREADS` (`setting`) wins."""
+    if setting > 0:
+        return setting
+    if env.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, cpus // local_processes)

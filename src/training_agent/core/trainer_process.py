@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from uuid import UUID
 
-from training_agent.core.settings import Settings, cpu_count, env_name
+from training_agent.core.settings import Settings, compute_threads, cpu_count, env_name
 
 
 def trainer_command(project_id: UUID, *, claimed: bool, processes: int = 1) -> list[str]:
@@ -57,8 +57,9 @@ def trainer_env(
     its share of the CPUs instead, divided again among its own processes. A thread count the operator set
     (`TRAINING_AGENT_CPU_THREADS`, or `OMP_NUM_THREADS` in `base`) is kept as it is."""
     env = {**base, **settings.to_env()}
-    if concurrent_runs > 1 and settings.cpu_threads == 0 and not base.get("OMP_NUM_THREADS"):
-        available = cpus if cpus is not None else cpu_count()
-        share = max(1, available // (concurrent_runs * settings.local_nproc_per_node))
-        env[env_name("cpu_threads")] = str(share)
+    if concurrent_runs > 1:
+        run_cpus = (cpus if cpus is not None else cpu_count()) // concurrent_runs
+        threads = compute_threads(settings.cpu_threads, base, run_cpus, settings.local_nproc_per_node)
+        if threads is not None:
+            env[env_name("cpu_threads")] = str(threads)
     return env

@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 
 import torch
 
-from training_agent.core.settings import cpu_count
+from training_agent.core.settings import compute_threads, cpu_count
 
 logger = logging.getLogger(__name__)
-
-
-def compute_threads(setting: int, env: Mapping[str, str], cpus: int, local_processes: int) -> int | None:
-    """The thread count to set, or None to keep the one OMP_NUM_THREADS already gave torch."""
-    if setting > 0:
-        return setting
-    if env.get("OMP_NUM_THREADS"):
-        return None
-    return max(1, cpus // local_processes)
 
 
 def set_compute_threads(setting: int, local_processes: int) -> int:

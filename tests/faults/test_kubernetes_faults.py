@@ -44,6 +44,7 @@ from training_agent.core.errors import EXIT_OK, EXIT_RETRY
 from training_agent.core.kube import api_client
 from training_agent.core.records import Project
 from training_agent.core.settings import Settings
+from training_agent.core.storage.local import walk_files
 
 pytestmark = pytest.mark.faults
 
@@ -182,8 +183,8 @@ def ended(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
 
 
 def bucket_checkpoints(world: World) -> list[Path]:
-    root = world.settings.resolved_local_bucket_dir / "checkpoints"
-    return list(root.rglob("*")) if root.exists() else []
+    # The controller may be deleting them as this looks: walk_files skips what vanishes mid-walk.
+    return list(walk_files(world.settings.resolved_local_bucket_dir / "checkpoints"))
 
 
 def messages(world: World, project: Project) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from training_agent.core.errors import ObjectNotFoundError, StorageError
@@ -136,10 +137,18 @@ def remove_empty_parents(folder: Path, root: Path) -> None:
 def list_prefix(prefix: str) -> list[Path]:
     """Every object whose path starts with `prefix` (end it with '/' to list a folder's tree)."""
     folder = Path(prefix) if prefix.endswith(os.sep) else Path(prefix).parent
-    if not folder.is_dir():
-        return []
     return sorted(
         path
-        for path in folder.rglob("*")
-        if path.is_file() and not path.name.startswith(".") and str(path).startswith(prefix)
+        for path in walk_files(folder)
+        if not path.name.startswith(".") and str(path).startswith(prefix)
     )
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every file under `folder`. Another run may delete objects (and their emptied folders) while this
+    walks: os.walk skips a folder that vanished, where Path.rglob raises FileNotFoundError."""
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = Path(parent, name)
+            if path.is_file():
+                yield path

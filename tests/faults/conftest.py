@@ -111,8 +111,14 @@ class World:
     def assert_nothing_left(self) -> None:
         work = self.settings.work_dir
         assert not work.exists() or list(work.iterdir()) == [], list(work.iterdir())
-        checkpoints = self.settings.resolved_local_bucket_dir / "checkpoints"
-        assert not checkpoints.exists() or list(checkpoints.rglob("*")) == [], list(checkpoints.rglob("*"))
+        left = everything_under(self.settings.resolved_local_bucket_dir / "checkpoints")
+        assert left == [], left
+
+
+def everything_under(root: Path) -> list[Path]:
+    """Files and folders under `root` (none if it is missing). Unlike Path.rglob, os.walk skips a folder
+    that a concurrent clean-up removes while it looks, instead of raising FileNotFoundError."""
+    return sorted(Path(parent, name) for parent, folders, files in os.walk(root) for name in folders + files)
 
 
 @pytest.fixture

@@ -51,9 +51,11 @@ def wait_idle(client: TestClient, timeout_s: float = 30) -> None:
     """Until the executor holds no run: its watcher has settled and cleaned up after the last child."""
     executor = client.app.state.executor  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout_s
-    while executor.counts().get("running") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # the watcher removes the run's leftovers right after it frees the slot
+    # The watcher removes the run's leftovers after it settles the project and frees the slot: its thread
+    # ending is the only sure sign that nothing is half-removed (a fixed sleep lost that race under load).
+    while alive := [w for w in executor._watchers if w.is_alive()]:  # a retry starts a new watcher
+        assert time.monotonic() < deadline, f"{alive[0].name} still running after {timeout_s} s"
+        alive[0].join(timeout=0.5)
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, world: World, point: str, sig: str) -> None:

@@ -34,7 +34,7 @@ from tests.controller.test_operator import (
     patch_job_status,
     run_status,
 )
-from tests.faults.conftest import World
+from tests.faults.conftest import World, everything_under
 from tests.faults.test_server_faults import FAST_TRAINER, Serve
 from tests.support.kube import ClusterEmulator, OperatorThread, register_crd, write_kubeconfig
 from training_agent.api.executors.kubernetes import UNSUBMITTED_MESSAGE, KubernetesExecutor
@@ -44,7 +44,6 @@ from training_agent.core.errors import EXIT_OK, EXIT_RETRY
 from training_agent.core.kube import api_client
 from training_agent.core.records import Project
 from training_agent.core.settings import Settings
-from training_agent.core.storage.local import walk_files
 
 pytestmark = pytest.mark.faults
 
@@ -183,8 +182,7 @@ def ended(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
 
 
 def bucket_checkpoints(world: World) -> list[Path]:
-    # The controller may be deleting them as this looks: walk_files skips what vanishes mid-walk.
-    return list(walk_files(world.settings.resolved_local_bucket_dir / "checkpoints"))
+    return everything_under(world.settings.resolved_local_bucket_dir / "checkpoints")
 
 
 def messages(world: World, project: Project) -> list[str]:

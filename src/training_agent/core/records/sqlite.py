@@ -109,6 +109,10 @@ class SQLiteRecords(RecordsStore):
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
+            # WAL with synchronous=NORMAL: a commit survives the process being killed (the faults that
+            # matter here); only an OS crash may lose the last commits. FULL fsyncs every log row, and an
+            # fsync right after a checkpoint's hundreds of MB were written waits for them to reach the disk.
+            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
 

@@ -1,6 +1,7 @@
-"""The corpus through the HTTP API with the local executor and the pre-flight on: the accepted zips end
-`pending_evaluation`; the layout refusals that the zip's listing shows are answered 400 at the start, the
-project `failed` with the reason, and no trainer is ever started."""
+"""The corpus through the HTTP API with the local executor and the pre-flight on: every accepted zip passes
+the start's pre-flight, and one of each way of reading a zip ends `pending_evaluation`; the layout refusals
+that the zip's listing shows are answered 400 at the start, the project `failed` with the reason, and no
+trainer is ever started."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from tests.conftest import make_settings, seed_project
 from tests.datasets_corpus.layouts import ZIPS
 from tests.datasets_corpus.test_layout_corpus import E2E_ACCEPTED
 from training_agent.api.main import create_app
+from training_agent.api.queries import check_dataset
 from training_agent.core.records import Project, RecordsStore, open_records
 from training_agent.core.settings import Settings
+from training_agent.core.storage import ObjectStorage
 
 START = "/agents/training/start"
 # Refusals the start's pre-flight sees in the central directory alone (no image is decoded there).
@@ -45,14 +48,32 @@ def _project(tmp_path: Path, records: RecordsStore, name: str) -> Project:
     return seed_project(records, str(case.build(folder)), metadata={"seed": 3, **case.metadata})
 
 
+# Trained through the API (trainer processes): one case for each way of reading the zip. Every accepted
+# case is trained in-process by test_layout_corpus.test_end_to_end_accepted; here each one passes the
+# start's pre-flight, and these go all the way through the HTTP start and the local executor.
+THROUGH_THE_API = ["aliases, wrapper, junk, mixed formats", "cp437 names", "zip inside a zip"]
+
+
+def test_the_preflight_accepts_every_accepted_zip(
+    tmp_path: Path, api: tuple[TestClient, RecordsStore, Settings]
+) -> None:
+    _client, records, settings = api
+    storage = ObjectStorage(settings)
+    for name in E2E_ACCEPTED:
+        project = _project(tmp_path, records, name)
+        check = check_dataset(project.id, records, storage, settings)
+        assert check.ok, (name, check.reason)
+        if check.nested_zip is None:
+            assert len(check.classes) == len(ZIPS[name].classes), (name, check.classes)
+
+
 @pytest.mark.slow
 def test_accepted_zips_through_the_api(
     tmp_path: Path, api: tuple[TestClient, RecordsStore, Settings]
 ) -> None:
     client, records, _settings = api
-    # One server for all: the cases that need settings of their own run end to end in-process only.
-    names = [name for name in E2E_ACCEPTED if not ZIPS[name].settings]
-    projects = {name: _project(tmp_path, records, name) for name in names}
+    assert all(name in E2E_ACCEPTED and not ZIPS[name].settings for name in THROUGH_THE_API)
+    projects = {name: _project(tmp_path, records, name) for name in THROUGH_THE_API}
     for name, project in projects.items():
         answer = client.post(START, json={"project_id": str(project.id)})
         assert answer.status_code == 200, (name, answer.json())

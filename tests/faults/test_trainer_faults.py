@@ -82,7 +82,16 @@ def test_sigterm_then_the_retry_finishes(world: World, point: str) -> None:
     assert world.assert_settled(project, allow_training=True) == "training"
     assert world.train(project, claimed=True) == EXIT_OK  # the retry of the same run (the Job's next pod)
     assert world.assert_settled(project) == "pending_evaluation"
-    logs = [log.message for log in world.records.recent_logs(project.id, limit=200)]
+    rows = world.records.recent_logs(project.id, limit=200)
+    logs = [log.message for log in rows]
     if point in ("epoch:1", "checkpoint:1"):
         # The first epoch's work was kept: the retry starts at the second.
         assert any(m.startswith("Resuming from the checkpoint") and "(1 epochs done)" in m for m in logs)
+    if point == "epoch:1":
+        # The stop is a warning that names the step and where the checkpoint is; the model has every epoch.
+        [stopped] = [log for log in rows if "Trainer stopped" in log.message]
+        assert stopped.log_level == "warning" and stopped.metadata["step"] == "train"
+        assert "/checkpoints/" in stopped.metadata["checkpoint"]["url"]
+        [model] = world.records.list_models(project.id)
+        assert [h["epoch"] for h in model.metadata["history"]] == [1, 2]
+        assert model.metadata["epochs_run"] == 2 and model.metadata["attempt"] == 2

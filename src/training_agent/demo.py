@@ -110,9 +110,13 @@ def training_options_help() -> tuple[str, dict[str, str]]:
 
 
 def check_options(options: DemoOptions) -> None:
-    """Refuse options, a model or a dataset that cannot work before anything is created (project, server,
-    run): an unknown key (a typo the trainer would silently ignore), a value the trainer's own validation
-    refuses (naming the key), a model torchvision does not have, a dataset that is not there."""
+    """Refuse a dataset, options or a model that cannot work before anything is created (project, server,
+    run): a dataset that is not there, an unknown key (a typo the trainer would silently ignore), a value
+    the trainer's own validation refuses (naming the key), a model torchvision does not have."""
+    # The dataset first: its check is a stat, the model's imports torchvision (seconds).
+    dataset = options.dataset
+    if dataset and not is_gcs_url(dataset) and not Path(dataset).exists():
+        raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
     # Imported only when needed: pydantic models of the trainer, torchvision.
     from training_agent.trainer.config import TrainingConfig
     from training_agent.trainer.model import available_models
@@ -134,9 +138,6 @@ def check_options(options: DemoOptions) -> None:
             f"did you mean {', '.join(close)}?" if close else "try resnet18, efficientnet_b0 or convnext_tiny"
         )
         raise InvalidInputError(f"--model {model} is not a torchvision classification model; {hint}")
-    dataset = options.dataset
-    if dataset and not is_gcs_url(dataset) and not Path(dataset).exists():
-        raise InvalidInputError(f"--dataset {dataset}: no such file or folder")
 
 
 def pretrained_weights_cached(model: str) -> bool:

@@ -138,9 +138,7 @@ def list_prefix(prefix: str) -> list[Path]:
     """Every object whose path starts with `prefix` (end it with '/' to list a folder's tree)."""
     folder = Path(prefix) if prefix.endswith(os.sep) else Path(prefix).parent
     return sorted(
-        path
-        for path in walk_files(folder)
-        if not path.name.startswith(".") and str(path).startswith(prefix)
+        path for path in walk_files(folder) if not path.name.startswith(".") and str(path).startswith(prefix)
     )
 
 

@@ -296,10 +296,11 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> N
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_stopped_two_process_run_resumes_from_its_checkpoint(tmp_path: Path, how: str) -> None:
     """SIGTERM to the launcher (a preemption): torchrun passes it to both ranks, rank 0 checkpoints, and the
-    launcher exits 75 like one trainer (a retry the Job does not count). SIGKILL of the launcher alone: the
-    ranks die with it (no one trains on), and the retry resumes from the last epoch's checkpoint."""
+    launcher exits 75 like one trainer (a retry the Job does not count), and the retry resumes. SIGKILL of
+    the launcher alone: the ranks die with it (no one trains on) and the last epoch's checkpoint is there;
+    a retry's resume from it is the SIGTERM case's and test_resume.py's (one process, after SIGKILL)."""
     records = SQLiteRecords(tmp_path / "data" / "records.db")
-    project = shapes_project(tmp_path, records, epochs=3, batch_size=8)
+    project = shapes_project(tmp_path, records, epochs=3, batch_size=16)
     first = launch(tmp_path, project, standalone(2))
     deadline = time.monotonic() + 300
     while not any(log.message.startswith("Epoch 1/3") for log in records.recent_logs(project.id, limit=200)):
@@ -312,6 +313,10 @@ def test_a_stopped_two_process_run_resumes_from_its_checkpoint(tmp_path: Path, h
     assert records.get_project(project.id).status == "training"  # type: ignore[union-attr]
     time.sleep(1)  # the killed launcher's ranks are gone too: nothing writes after it
     assert not [log for log in records.recent_logs(project.id, limit=500) if "complete" in log.message]
+    checkpoints = tmp_path / "data" / "bucket" / "checkpoints"
+    assert list(checkpoints.glob("*/*/checkpoint.pt"))
+    if how == "SIGKILL":
+        return
 
     finish(launch(tmp_path, project, standalone(2), claimed=True))  # what the Job's next pod runs
     [model] = records.list_models(project.id)
@@ -319,7 +324,7 @@ def test_a_stopped_two_process_run_resumes_from_its_checkpoint(tmp_path: Path, h
     assert resumed.metadata["epochs_done"] >= 1  # the epoch log row follows its checkpoint
     assert [h["epoch"] for h in model.metadata["history"]] == [1, 2, 3]
     assert model.metadata["world_size"] == 2 and model.metadata["attempt"] == 2
-    assert not (tmp_path / "data" / "bucket" / "checkpoints").exists()
+    assert not checkpoints.exists()
     assert len(closing_rows(records, project)) == 1
 
 
@@ -354,7 +359,7 @@ def free_port() -> int:
 def test_two_nodes_on_one_machine(tmp_path: Path) -> None:
     """Two torchrun agents on 127.0.0.1 with node ranks 0 and 1, as the Indexed Job's two pods run them."""
     records = SQLiteRecords(tmp_path / "data" / "records.db")
-    project = shapes_project(tmp_path, records, epochs=2, batch_size=8)
+    project = shapes_project(tmp_path, records, epochs=2, batch_size=16)
     rendezvous = ["--master-addr=127.0.0.1", f"--master-port={free_port()}"]
     agents = [
         launch(

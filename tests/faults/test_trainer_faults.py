@@ -17,6 +17,7 @@ from tests.faults.conftest import LEASE_S, World
 from training_agent.api.executors.local import LocalExecutor
 from training_agent.api.reaper import Reaper
 from training_agent.core.errors import EXIT_OK, EXIT_RETRY
+from training_agent.trainer.checkpoint import checkpoint_key
 
 pytestmark = pytest.mark.faults
 
@@ -91,7 +92,8 @@ def test_sigterm_then_the_retry_finishes(world: World, point: str) -> None:
         # The stop is a warning that names the step and where the checkpoint is; the model has every epoch.
         [stopped] = [log for log in rows if "Trainer stopped" in log.message]
         assert stopped.log_level == "warning" and stopped.metadata["step"] == "train"
-        assert "/checkpoints/" in stopped.metadata["checkpoint"]["url"]
         [model] = world.records.list_models(project.id)
+        key = checkpoint_key(project.id, model.metadata["run_id"])
+        assert stopped.metadata["checkpoint"]["url"] == world.storage.model_url(key)
         assert [h["epoch"] for h in model.metadata["history"]] == [1, 2]
         assert model.metadata["epochs_run"] == 2 and model.metadata["attempt"] == 2

@@ -34,6 +34,13 @@ def posts(cluster: kmock.KubernetesEmulator, path_end: str) -> list[Any]:
     ]
 
 
+async def event_posted(cluster: kmock.KubernetesEmulator, run: str, reason: str) -> None:
+    """Wait until an Event with `reason` was posted about `run`. The event is the controller's last act of a
+    transition, after the status, the project and the log row, so a test must wait for it by name: the
+    newest event an instant earlier is still the previous transition's."""
+    await eventually(lambda: reason in events_for(cluster, run), what=f"the {reason} event")
+
+
 def jobs_created(cluster: kmock.KubernetesEmulator) -> int:
     return len(posts(cluster, "/jobs"))
 
@@ -208,7 +215,7 @@ async def test_oomkilled_fails_the_project(
     await eventually(
         lambda: [log.log_level for log in k8s_records.recent_logs(project.id)] == ["error"], what="the log"
     )
-    assert "OOMKilled" in await eventually(lambda: events_for(cluster, name)[-1:], what="event")
+    await event_posted(cluster, name, "OOMKilled")
 
 
 async def test_deadline_exceeded(

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.controller.conftest import NAMESPACE, eventually, job_gone
-from tests.controller.test_operator import events_for, jobs_created, patch_job_status, run_status
+from tests.controller.test_operator import event_posted, jobs_created, patch_job_status, run_status
 from training_agent.core.lease import RUN_KEY, lease_message, new_run
 from training_agent.core.records import Project, RecordsStore
 from training_agent.core.settings import Settings
@@ -110,7 +110,7 @@ async def test_unschedulable_past_the_pending_timeout_fails_the_run(
     await eventually(
         lambda: [log.log_level for log in k8s_records.recent_logs(project.id)] == ["error"], what="the log"
     )
-    assert "Unschedulable" in await eventually(lambda: events_for(cluster, name)[-1:], what="event")
+    await event_posted(cluster, name, "Unschedulable")
 
 
 async def test_a_young_unschedulable_pod_and_a_suspended_job_stay_queued(
@@ -187,7 +187,7 @@ async def test_an_expired_lease_is_reaped(
     await eventually(lambda: job_gone(cluster, name), what="the Job deleted")
     assert not storage.exists(own)
     assert storage.exists(another_run)  # only the reaped run's own checkpoints
-    assert "LeaseExpired" in await eventually(lambda: events_for(cluster, name)[-1:], what="event")
+    await event_posted(cluster, name, "LeaseExpired")
     # A restarted controller resumes the run: the Job deleted on purpose is never made again.
     await controller()
     await asyncio.sleep(1.0)

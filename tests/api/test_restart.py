@@ -179,9 +179,19 @@ def test_shutdown_does_not_interrupt_a_trainer_that_recorded_its_result(
     settings = make_settings(tmp_path, max_concurrent_runs=2)
     records = SQLiteRecords(settings.resolved_database_path)
     finished, training = seed_project(records, "gs://b/d.zip"), seed_project(records, "gs://b/d.zip")
-    # `finished`'s trainer exits 0 after 1.5 s, unless a signal ends it first; the other one runs on.
+    # `finished`'s trainer exits 0 a second after its result is recorded (the marker), unless a signal ends
+    # it first; the other one runs on. Waiting on the marker, not a fixed time: an exit before the result
+    # would make it a failed run.
+    recorded = tmp_path / "recorded"
     fake_trainers.script = (
-        f"import sys, time; time.sleep(1.5 if sys.argv[-1] == {str(finished.id)!r} else 60)"
+        "import pathlib, sys, time\n"
+        f"if sys.argv[-1] == {str(finished.id)!r}:\n"
+        f"    deadline = time.monotonic() + 60\n"
+        f"    while not pathlib.Path({str(recorded)!r}).exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    time.sleep(1)\n"
+        "else:\n"
+        "    time.sleep(60)\n"
     )
     with TestClient(create_app(settings, records=records)) as client:
         for project in (finished, training):
@@ -191,6 +201,7 @@ def test_shutdown_does_not_interrupt_a_trainer_that_recorded_its_result(
         executor = client.app.state.executor  # type: ignore[attr-defined]
         # The trainer recorded success and is exiting when the server stops.
         records.transition_project(finished.id, from_status="training", to_status="pending_evaluation")
+        recorded.touch()
     assert executor.describe(finished.id).exit_code == 0  # waited for, never sent SIGTERM
     assert executor.describe(finished.id).phase == RunPhase.SUCCEEDED
     assert executor.describe(training.id).exit_code == -signal.SIGTERM  # still training: asked to stop

@@ -171,7 +171,7 @@ def test_metrics_count_cancelled_runs_as_cancelled(
     client.post("/agents/training/start", json={"project_id": str(project.id)})
     assert client.delete(f"/agents/training/{project.id}").status_code == 200
     executor = client.app.state.executor  # type: ignore[attr-defined]
-    wait_until(lambda: executor.describe(project.id).finished_at is not None, "settled")
+    assert executor.wait_settled(30)  # the outcome is counted after the phase is set
     run = executor.describe(project.id)
     assert run.phase == RunPhase.CANCELLED and run.exit_code == -signal.SIGTERM
     text = client.get("/metrics").text

@@ -141,6 +141,7 @@ def test_trainer_killed_without_reporting_fails_the_project(
         "The trainer process exited with code -9 without reporting a result"
     )
     assert failed.metadata["error"]["step"] == "worker"
+    assert executor.wait_settled(30)  # the watcher fails the project, cleans up, then sets the phase
     assert executor.describe(project.id).phase == RunPhase.FAILED
     assert executor.describe(project.id).exit_code == -9
 

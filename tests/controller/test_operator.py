@@ -35,9 +35,9 @@ def posts(cluster: kmock.KubernetesEmulator, path_end: str) -> list[Any]:
 
 
 async def event_posted(cluster: kmock.KubernetesEmulator, run: str, reason: str) -> None:
-    """Wait until an Event with `reason` was posted about `run`. The event is the controller's last act of a
-    transition, after the status, the project and the log row, so a test must wait for it by name: the
-    newest event an instant earlier is still the previous transition's."""
+    """Wait until an Event with `reason` was posted about `run`. kopf only queues an event, and its poster
+    sends it later, so it may arrive after the status, the project and the log row of the same transition:
+    a test waits for it by name, since the newest event an instant earlier is still the previous one's."""
     await eventually(lambda: reason in events_for(cluster, run), what=f"the {reason} event")
 
 

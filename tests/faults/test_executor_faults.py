@@ -48,14 +48,10 @@ def wait_settled(world: World, project_id: UUID, timeout_s: float = 240) -> Proj
 
 
 def wait_idle(client: TestClient, timeout_s: float = 30) -> None:
-    """Until the executor holds no run: its watcher has settled and cleaned up after the last child."""
+    """Until the executor holds no run: its watcher has settled and cleaned up after the last child (a fixed
+    sleep lost that race under load)."""
     executor = client.app.state.executor  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout_s
-    # The watcher removes the run's leftovers after it settles the project and frees the slot: its thread
-    # ending is the only sure sign that nothing is half-removed (a fixed sleep lost that race under load).
-    while alive := [w for w in executor._watchers if w.is_alive()]:  # a retry starts a new watcher
-        assert time.monotonic() < deadline, f"{alive[0].name} still running after {timeout_s} s"
-        alive[0].join(timeout=0.5)
+    assert executor.wait_settled(timeout_s), f"runs still settling after {timeout_s} s"
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, world: World, point: str, sig: str) -> None:

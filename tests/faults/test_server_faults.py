@@ -193,8 +193,13 @@ def test_killed_after_spawning_the_trainer_it_is_adopted(world: World, servers: 
         "the orphaned trainer's first heartbeat",
     )
     [orphan] = trainer_pids(project.id)
-    second = servers()
-    wait_until(second.ready, "the second server ready")
+    # Held until the new server is up: a trainer that finished while it started would leave nothing to adopt.
+    os.kill(orphan, signal.SIGSTOP)
+    try:
+        second = servers()
+        wait_until(second.ready, "the second server ready")
+    finally:
+        os.kill(orphan, signal.SIGCONT)
     assert f"Adopting the running trainer of project {project.id} (pid {orphan})" in second.log()
     assert {second.proc.pid, orphan} <= set(world_pids(world))  # what the teardown would kill
 

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 EXECUTOR_NAME = "local"
 CANCELLED_MESSAGE = "Cancelled by request"
 _STOP_GRACE_S = 30.0  # time for a trainer to finish its step and write its checkpoint
+_SETTLE_WAIT_S = 10.0  # once its process is gone, settling a run is a few record writes and a folder removal
 _ADOPTED_POLL_S = 1.0  # an adopted trainer is not our child: it can only be polled
 # How often a trainer that stopped for a retry (EXIT_RETRY: SIGTERM from outside) is started again.
 MAX_RETRIES = 2
@@ -362,9 +363,21 @@ class LocalExecutor(Executor):
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for watcher in self._watchers:
-            watcher.join(timeout=5)
+        if not self.wait_settled(timeout_s=_SETTLE_WAIT_S):
+            logger.warning("Some runs were still being settled at shutdown; their clean-up may be incomplete")
         self.callbacks.close()
+
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until every run of a trainer this server started has settled: its project written, its
+        leftovers removed, its phase final (adopted trainers are not waited for). Those are the watcher
+        thread's last acts, so its end is the only sure sign. False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while alive := [w for w in self._watchers if w.is_alive()]:  # a retry starts a new watcher
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            alive[0].join(timeout=min(left, 0.5))
+        return True
 
     def _still_training(self, project_id: UUID) -> bool:
         """Whether the project is still this run's `training` (when the records cannot say: assume so)."""

@@ -256,13 +256,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         api_url=args.api_url,
         timeout_s=args.timeout,
     )
+    if args.nproc_per_node is not None and args.api_url:  # flags alone: before the checks that import torch
+        raise ConfigurationError(
+            "--nproc-per-node applies to the demo's own server; with --api-url, set "
+            "TRAINING_AGENT_LOCAL_NPROC_PER_NODE on that server instead"
+        )
     check_options(options)
     if args.nproc_per_node is not None:
-        if args.api_url:
-            raise ConfigurationError(
-                "--nproc-per-node applies to the demo's own server; with --api-url, set "
-                "TRAINING_AGENT_LOCAL_NPROC_PER_NODE on that server instead"
-            )
         settings = settings.model_copy(update={"local_nproc_per_node": args.nproc_per_node})
     with progress_view(announce_epochs=True) as view:
         exit_code, summary = run_demo(options, settings, open_records(settings), view)

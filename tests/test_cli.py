@@ -131,6 +131,35 @@ def test_train_unknown_project_exit_code(tmp_path: Path) -> None:
     assert "No project with id 00000000-0000-0000-0000-000000000000" in done.stderr
 
 
+@pytest.mark.parametrize("status", ["missing", "pending_evaluation"])
+def test_train_refuses_a_project_not_its_own_before_importing_torch(tmp_path: Path, status: str) -> None:
+    """A lone trainer reads the project first: a refusal takes a second, reported as the run reports it
+    (exit code, one line, an agent_logs row), and the project is left as it was."""
+    records = SQLiteRecords(tmp_path / "data" / "records.db")
+    project = seed_project(records, "gs://bucket/d.zip", status="pending_evaluation")
+    project_id = "00000000-0000-0000-0000-000000000000" if status == "missing" else str(project.id)
+    probe = (
+        "import sys; from training_agent.cli import main; code = main(sys.argv[1:]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "train", "--project-id", project_id],
+        cwd=tmp_path,
+        env={**os.environ, "TRAINING_AGENT_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == EXIT_INVALID_INPUT, done.stderr
+    message = f"No project with id {project_id}" if status == "missing" else "not 'pending_training'"
+    assert message in done.stderr and "no torch" in done.stderr
+    assert records.get_project(project.id).status == "pending_evaluation"  # type: ignore[union-attr]
+    if status != "missing":  # an unknown id's row names no project (agent_logs.project_id is a reference)
+        [row] = records.recent_logs(project.id)
+        assert row.log_level == "error" and row.message.startswith("Training not started: Project")
+
+
 def test_bad_configuration_stops_with_one_message(tmp_path: Path) -> None:
     done = cli(
         tmp_path,

@@ -10,17 +10,23 @@ from typing import TYPE_CHECKING
 
 from training_agent.core import logs
 from training_agent.core.settings import Settings
+from training_agent.trainer.placement import place
 
 if TYPE_CHECKING:  # the trainer's modules import torch: only when a run starts
     from training_agent.trainer.group import Group
     from training_agent.trainer.interrupt import StopSignal
+    from training_agent.trainer.result import RunResult
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    if not place().distributed:  # torchrun's ranks must all join the group before any of them may leave
+        refused = _refused_early(args, settings)
+        if refused is not None:
+            return _report(args, refused)
     from training_agent.core.storage import ObjectStorage
     from training_agent.trainer.allocator import keep_freed_memory
     from training_agent.trainer.follower import follow
-    from training_agent.trainer.group import SOLO, die_with_launcher, join, leave, place
+    from training_agent.trainer.group import SOLO, die_with_launcher, join, leave
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.replica import pick_device
     from training_agent.trainer.threads import set_compute_threads
@@ -75,6 +81,22 @@ def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group:
     ):
         follow_reporter(run.progress, view)
         result = run.execute()
+    return _report(args, result)
+
+
+def _refused_early(args: argparse.Namespace, settings: Settings) -> RunResult | None:
+    """A project that is not there, or not this trainer's to take, refused before torch is imported (seconds
+    each trainer would spend to say one line)."""
+    from training_agent.core.records import open_records
+    from training_agent.trainer.claim import refused_early
+
+    with logs.process_bound(args.project_id):
+        return refused_early(
+            open_records(settings), args.project_id, claimed=args.claimed, agent_name=settings.agent_name
+        )
+
+
+def _report(args: argparse.Namespace, result: RunResult) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     elif not result.succeeded and result.error:

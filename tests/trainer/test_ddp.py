@@ -36,8 +36,9 @@ from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.synthetic import write_shapes_zip
 from training_agent.trainer.data import CachedLoader, EpochBatchSampler, Loader
 from training_agent.trainer.engine import FitOptions, Fitter
-from training_agent.trainer.group import SOLO, Group, Place, place
+from training_agent.trainer.group import SOLO, Group
 from training_agent.trainer.launch import exit_code_of
+from training_agent.trainer.placement import Place, place
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training_agent.core.settings import compute_threads, cpu_count
-from training_agent.trainer.group import place
+from training_agent.trainer.placement import place
 from training_agent.trainer.threads import set_compute_threads
 
 

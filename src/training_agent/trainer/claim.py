@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from training_agent.core.errors import InvalidInputError
+from training_agent.core.errors import InvalidInputError, TrainingAgentError
 from training_agent.core.lease import claim_project, new_run, run_of, update_run
+from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, ProjectStatus, RecordsStore
+from training_agent.trainer.result import RunResult, error_details
+
+CLAIM_STEP = "load_project"  # the step a refused run names
 
 
 @dataclass(frozen=True)
@@ -29,15 +33,7 @@ class Claim:
 def claim(records: RecordsStore, project_id: UUID, *, claimed: bool) -> Claim:
     """`claimed`: the API (or a Job's TrainingRun) already moved the project to `training` and wrote the
     run record; otherwise this trainer claims a `pending_training` project itself, as a `cli` run."""
-    project = records.get_project(project_id)
-    if project is None:
-        raise InvalidInputError(f"No project with id {project_id}")
-    expected = ProjectStatus.TRAINING if claimed else ProjectStatus.PENDING_TRAINING
-    if project.status != expected.value:
-        raise InvalidInputError(
-            f"Project {project_id} is in status {project.status!r}, not {expected.value!r}; "
-            "it was left unchanged"
-        )
+    project = claimable(records.get_project(project_id), project_id, claimed=claimed)
     if claimed:
         run = run_of(project)
         if not run.get("run_id"):
@@ -49,3 +45,41 @@ def claim(records: RecordsStore, project_id: UUID, *, claimed: bool) -> Claim:
     if moved is None:
         raise InvalidInputError(f"Project {project_id} was claimed by another worker meanwhile")
     return Claim(moved, run_of(moved))
+
+
+def claimable(project: Project | None, project_id: UUID, *, claimed: bool) -> Project:
+    """The project, if a trainer may take it: it exists and is in the status its caller says."""
+    if project is None:
+        raise InvalidInputError(f"No project with id {project_id}")
+    expected = ProjectStatus.TRAINING if claimed else ProjectStatus.PENDING_TRAINING
+    if project.status != expected.value:
+        raise InvalidInputError(
+            f"Project {project_id} is in status {project.status!r}, not {expected.value!r}; "
+            "it was left unchanged"
+        )
+    return project
+
+
+def refused_early(
+    records: RecordsStore, project_id: UUID, *, claimed: bool, agent_name: str
+) -> RunResult | None:
+    """`claim`'s refusal, read only and reported as the run would report it, for a lone trainer that has not
+    imported torch yet: a project that is not there or not its to train is refused in a second, not ten.
+    None: the run may go ahead (and `claim` checks again, under its compare-and-set)."""
+    try:
+        claimable(records.get_project(project_id), project_id, claimed=claimed)
+    except TrainingAgentError as exc:
+        return refuse(records, project_id, exc, agent_name)
+    return None
+
+
+def refuse(
+    records: RecordsStore, project_id: UUID, exc: TrainingAgentError, agent_name: str, step: str = CLAIM_STEP
+) -> RunResult:
+    """Refused before claiming the project: report it, but change nothing."""
+    current = records.get_project(project_id)
+    # agent_logs.project_id references projects(id): an unknown id can only be logged without it.
+    log = AgentLog(records, project_id if current is not None else None, agent_name)
+    error = {**error_details(exc, step), "exit_code": exc.exit_code}
+    log.error(f"Training not started: {error['message']}", **error)
+    return RunResult(project_id, False, current.status if current else None, exc.exit_code, error=error)

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import time
-import traceback
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +29,7 @@ from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import checkpoint_prefix
 from training_agent.trainer import finish, stages
-from training_agent.trainer.claim import Claim, claim
+from training_agent.trainer.claim import Claim, claim, refuse
 from training_agent.trainer.engine import Fitter
 from training_agent.trainer.follower import Handover
 from training_agent.trainer.group import SOLO, Group
@@ -41,7 +40,7 @@ from training_agent.trainer.precision import pick_precision
 from training_agent.trainer.preprocess import Augmentation, Preprocess
 from training_agent.trainer.progress import ProgressReporter
 from training_agent.trainer.replica import pick_device
-from training_agent.trainer.result import RunResult
+from training_agent.trainer.result import RunResult, error_details
 from training_agent.trainer.runlog import RunLog, failure_log_url
 from training_agent.trainer.stages import RunContext
 
@@ -235,28 +234,10 @@ class TrainingRun:
 
     # -- failure paths ----------------------------------------------------------------------------------
     def _error_details(self, exc: BaseException) -> dict[str, Any]:
-        message = str(exc) if isinstance(exc, TrainingAgentError) else f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            message = f"Interrupted ({type(exc).__name__}) during step {self.step}"
-        return {
-            "message": message,
-            "type": type(exc).__name__,
-            "step": self.step,
-            "traceback": "".join(traceback.format_exception(exc)),
-            "failed_at": utcnow().isoformat(),
-        }
+        return error_details(exc, self.step)
 
     def _rejected(self, exc: TrainingAgentError) -> RunResult:
-        """Refused before claiming the project: report it, but change nothing."""
-        current = self.records.get_project(self.project_id)
-        if current is None:
-            # agent_logs.project_id references projects(id): an unknown id can only be logged without it.
-            self.log = AgentLog(self.records, None, self.settings.agent_name)
-        error = {**self._error_details(exc), "exit_code": exc.exit_code}
-        self.log.error(f"Training not started: {error['message']}", **error)
-        return RunResult(
-            self.project_id, False, current.status if current else None, exc.exit_code, error=error
-        )
+        return refuse(self.records, self.project_id, exc, self.settings.agent_name, step=self.step)
 
     def _interrupted(self, exc: Interrupted) -> RunResult:
         """Stopped (SIGTERM, or the lease lost): while the project is still this run's and `training`, keep

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+from training_agent.core.errors import TrainingAgentError
+from training_agent.core.records.models import utcnow
 
 
 @dataclass
@@ -29,3 +33,17 @@ class RunResult:
             "metrics": self.metrics,
             "error": self.error,
         }
+
+
+def error_details(exc: BaseException, step: str) -> dict[str, Any]:
+    """The `error` of a run that ended on `exc` during `step`, as the project metadata and the log keep it."""
+    message = str(exc) if isinstance(exc, TrainingAgentError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        message = f"Interrupted ({type(exc).__name__}) during step {step}"
+    return {
+        "message": message,
+        "type": type(exc).__name__,
+        "step": step,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "failed_at": utcnow().isoformat(),
+    }

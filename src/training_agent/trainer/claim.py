@@ -12,7 +12,7 @@ from training_agent.core.logs import AgentLog
 from training_agent.core.records import Project, ProjectStatus, RecordsStore
 from training_agent.trainer.result import RunResult, error_details
 
-CLAIM_STEP = "load_project"  # the step a refused run names
+CLAIM_STEP = "load_project"  # the step a run is in until its claim is made (and a refusal names)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from training_agent.core.settings import Settings
 from training_agent.core.storage import ObjectStorage
 from training_agent.core.sweep import checkpoint_prefix
 from training_agent.trainer import finish, stages
-from training_agent.trainer.claim import Claim, claim, refuse
+from training_agent.trainer.claim import CLAIM_STEP, Claim, claim, refuse
 from training_agent.trainer.engine import Fitter
 from training_agent.trainer.follower import Handover
 from training_agent.trainer.group import SOLO, Group
@@ -86,7 +86,7 @@ class TrainingRun:
 
     @property
     def step(self) -> str:
-        return self.ctx.step if self.ctx else "load_project"
+        return self.ctx.step if self.ctx else CLAIM_STEP
 
     def execute(self) -> RunResult:
         with logs.bound(self.project_id):  # every line of the run names its project and TrainingRun

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import seed_project
 from tests.test_cli import cli
+from training_agent.core.records.sqlite import SQLiteRecords
 from training_agent.trainer.allocator import MMAP_THRESHOLD_BYTES
 
 pytestmark = pytest.mark.skipif(
@@ -77,14 +79,17 @@ def test_tuned_process_keeps_activation_sized_blocks_in_its_heap() -> None:
 
 
 def test_train_command_applies_it_unless_turned_off(tmp_path: Path) -> None:
-    unknown = "00000000-0000-0000-0000-000000000000"
-    on = cli(tmp_path, "train", "--project-id", unknown, env={"LOG_LEVEL": "DEBUG"})
+    # Projects the trainer takes (a missing project is refused before any of its set-up), whose runs then
+    # fail fast: their dataset is not there.
+    records = SQLiteRecords(tmp_path / "data" / "records.db")
+    first, second = (seed_project(records, str(tmp_path / "missing.zip")) for _ in range(2))
+    on = cli(tmp_path, "train", "--project-id", str(first.id), env={"LOG_LEVEL": "DEBUG"})
     assert "malloc keeps freed memory for reuse" in on.stderr
     off = cli(
         tmp_path,
         "train",
         "--project-id",
-        unknown,
+        str(second.id),
         env={"LOG_LEVEL": "DEBUG", "TRAINING_AGENT_MALLOC_TUNING": "false"},
     )
-    assert "malloc" not in off.stderr and off.returncode == on.returncode
+    assert "malloc" not in off.stderr and off.returncode == on.returncode != 0

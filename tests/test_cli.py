@@ -125,12 +125,6 @@ def test_train_command(tmp_path: Path, datasets: DatasetFactory) -> None:
     assert records.get_project(project.id).status == "pending_evaluation"  # type: ignore[union-attr]
 
 
-def test_train_unknown_project_exit_code(tmp_path: Path) -> None:
-    done = cli(tmp_path, "train", "--project-id", "00000000-0000-0000-0000-000000000000")
-    assert done.returncode == EXIT_INVALID_INPUT
-    assert "No project with id 00000000-0000-0000-0000-000000000000" in done.stderr
-
-
 @pytest.mark.parametrize("status", ["missing", "pending_evaluation"])
 def test_train_refuses_a_project_not_its_own_before_importing_torch(tmp_path: Path, status: str) -> None:
     """A lone trainer reads the project first: a refusal takes a second, reported as the run reports it

@@ -13,14 +13,22 @@ from training_agent.core.settings import Settings
 from training_agent.trainer.placement import place
 
 if TYPE_CHECKING:  # the trainer's modules import torch: only when a run starts
+    from training_agent.core.records import RecordsStore
     from training_agent.trainer.group import Group
     from training_agent.trainer.interrupt import StopSignal
     from training_agent.trainer.result import RunResult
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    if not place().distributed:  # torchrun's ranks must all join the group before any of them may leave
-        refused = _refused_early(args, settings)
+    from training_agent.core.records import open_records
+
+    where = place()
+    records = None
+    # A lone trainer refuses a project that is not there, or not its to take, before importing torch (seconds
+    # to say one line). Not under torchrun: every rank must join the group before any of them may leave.
+    if not where.distributed:
+        records = open_records(settings)
+        refused = _refused_early(args, settings, records)
         if refused is not None:
             return _report(args, refused)
     from training_agent.core.storage import ObjectStorage
@@ -40,7 +48,6 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     # (torchrun passes the signal on to every rank.)
     stop = StopSignal()
     stop.install()
-    where = place()
     set_compute_threads(settings.cpu_threads, where.local_processes)
     die_with_launcher()
     group = SOLO
@@ -52,19 +59,19 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         if not group.leads:
             with logs.process_bound(args.project_id):
                 return follow(group, settings, ObjectStorage(settings), stop)
-        return _lead(args, settings, stop, group)
+        return _lead(args, settings, records if records is not None else open_records(settings), stop, group)
     finally:
         leave(group)
 
 
-def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group: Group) -> int:
+def _lead(
+    args: argparse.Namespace, settings: Settings, records: RecordsStore, stop: StopSignal, group: Group
+) -> int:
     """Rank 0 (or the only process): the whole run."""
-    from training_agent.core.records import open_records
     from training_agent.core.storage import ObjectStorage
     from training_agent.progress_bar import follow_reporter, progress_view
     from training_agent.trainer.pipeline import TrainingRun
 
-    records = open_records(settings)
     run = TrainingRun(
         args.project_id,
         settings=settings,
@@ -84,16 +91,11 @@ def _lead(args: argparse.Namespace, settings: Settings, stop: StopSignal, group:
     return _report(args, result)
 
 
-def _refused_early(args: argparse.Namespace, settings: Settings) -> RunResult | None:
-    """A project that is not there, or not this trainer's to take, refused before torch is imported (seconds
-    each trainer would spend to say one line)."""
-    from training_agent.core.records import open_records
+def _refused_early(args: argparse.Namespace, settings: Settings, records: RecordsStore) -> RunResult | None:
     from training_agent.trainer.claim import refused_early
 
     with logs.process_bound(args.project_id):
-        return refused_early(
-            open_records(settings), args.project_id, claimed=args.claimed, agent_name=settings.agent_name
-        )
+        return refused_early(records, args.project_id, claimed=args.claimed, agent_name=settings.agent_name)
 
 
 def _report(args: argparse.Namespace, result: RunResult) -> int:

@@ -66,20 +66,24 @@ def refused_early(
     """`claim`'s refusal, read only and reported as the run would report it, for a lone trainer that has not
     imported torch yet: a project that is not there or not its to train is refused in a second, not ten.
     None: the run may go ahead (and `claim` checks again, under its compare-and-set)."""
+    project = records.get_project(project_id)
     try:
-        claimable(records.get_project(project_id), project_id, claimed=claimed)
+        claimable(project, project_id, claimed=claimed)
     except TrainingAgentError as exc:
-        return refuse(records, project_id, exc, agent_name)
+        return refuse(records, project_id, project, exc, agent_name)
     return None
 
 
 def refuse(
-    records: RecordsStore, project_id: UUID, exc: TrainingAgentError, agent_name: str, step: str = CLAIM_STEP
+    records: RecordsStore,
+    project_id: UUID,
+    current: Project | None,
+    exc: TrainingAgentError,
+    agent_name: str,
 ) -> RunResult:
-    """Refused before claiming the project: report it, but change nothing."""
-    current = records.get_project(project_id)
+    """Refused before claiming the project (`current`: as it stands now): report it, but change nothing."""
     # agent_logs.project_id references projects(id): an unknown id can only be logged without it.
     log = AgentLog(records, project_id if current is not None else None, agent_name)
-    error = {**error_details(exc, step), "exit_code": exc.exit_code}
+    error = {**error_details(exc, CLAIM_STEP), "exit_code": exc.exit_code}
     log.error(f"Training not started: {error['message']}", **error)
     return RunResult(project_id, False, current.status if current else None, exc.exit_code, error=error)

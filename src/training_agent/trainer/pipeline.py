@@ -109,7 +109,9 @@ class TrainingRun:
         try:
             claimed = claim(self.records, self.project_id, claimed=self.claimed)
         except TrainingAgentError as exc:
-            return self._rejected(exc)
+            # Refused before claiming: reported, nothing changed (claim may have lost a race: read again).
+            current = self.records.get_project(self.project_id)
+            return refuse(self.records, self.project_id, current, exc, self.settings.agent_name)
         self.project_name = claimed.project.name
         self.attempt = claimed.attempt
         owner = RunOwner(self.settings, self.storage, self.project_id, claimed.run_id)
@@ -233,12 +235,6 @@ class TrainingRun:
         return finish.record(ctx, project, url, sidecar_url, metadata)
 
     # -- failure paths ----------------------------------------------------------------------------------
-    def _error_details(self, exc: BaseException) -> dict[str, Any]:
-        return error_details(exc, self.step)
-
-    def _rejected(self, exc: TrainingAgentError) -> RunResult:
-        return refuse(self.records, self.project_id, exc, self.settings.agent_name, step=self.step)
-
     def _interrupted(self, exc: Interrupted) -> RunResult:
         """Stopped (SIGTERM, or the lease lost): while the project is still this run's and `training`, keep
         the checkpoint for the retry of the same run (exit EXIT_RETRY); otherwise the run was cancelled or
@@ -288,7 +284,7 @@ class TrainingRun:
 
     def _fail(self, exc: BaseException) -> RunResult:
         exit_code = exc.exit_code if isinstance(exc, TrainingAgentError) else EXIT_FAILED
-        error = {**self._error_details(exc), "exit_code": exit_code}
+        error = {**error_details(exc, self.step), "exit_code": exit_code}
         if self.ctx is not None:
             self.ctx.owner.discard_all()
             error.update(self._publish_failure_log(error))
